@@ -1,0 +1,3 @@
+#include "server/agent_main.h"
+
+int main(int argc, char** argv) { return cbt::agent::AgentMain(argc, argv); }
