@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 all: build
 
 deps:
-	scripts/install-deps
+	scripts/install-deps vm
 
 configure: deps
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)

@@ -143,6 +143,8 @@ class BlksnapBackend final : public agent::Backend {
   void ForgetSnapshotRecords(const std::vector<std::string>& ids);
 
   absl::StatusOr<std::vector<Uuid>> Collect();
+  // Stops `watcher` without waiting for it; it is joined once its thread has ended. (ops_mu_)
+  void RetireWatcher(std::unique_ptr<EventWatcher> watcher);
   // Drops table entries (and state records) of snapshots the kernel no longer lists.
   void DropVanishedSnapshots(const std::vector<Uuid>& listed);
   void StartWatcher(Snapshot& snapshot);
@@ -163,6 +165,9 @@ class BlksnapBackend final : public agent::Backend {
   // detach, create, release, and the listings that drop vanished entries), so that validation
   // and commit see the same world. Taken before mu_. CBT reads do not take it.
   std::mutex ops_mu_;
+  // Watchers of released snapshots, told to stop but maybe still inside one WAIT_EVENT; reaped
+  // once finished so that a release never waits for the kernel's wait timeout. (ops_mu_)
+  std::vector<std::unique_ptr<EventWatcher>> retired_watchers_;
   // Guards the tables; held only for short lookups and edits, never across WAIT_EVENT or any
   // other blocking kernel call.
   mutable std::mutex mu_;
@@ -869,6 +874,12 @@ absl::StatusOr<SnapshotState> BlksnapBackend::CreateSnapshot(
   return result;
 }
 
+void BlksnapBackend::RetireWatcher(std::unique_ptr<EventWatcher> watcher) {
+  watcher->RequestStop();
+  retired_watchers_.push_back(std::move(watcher));
+  std::erase_if(retired_watchers_, [](const auto& w) { return w->finished(); });
+}
+
 absl::Status BlksnapBackend::ReleaseSnapshot(const Uuid& id) {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
   std::lock_guard<std::mutex> ops(ops_mu_);
@@ -892,8 +903,8 @@ absl::Status BlksnapBackend::ReleaseSnapshot(const Uuid& id) {
       snapshots_.erase(id_text);
     }
     if (snapshot->watcher) {
-      snapshot->watcher->Stop();
       snapshot->watcher->PublishReleasedOnce();
+      RetireWatcher(std::move(snapshot->watcher));
     }
     ForgetSnapshotRecords({id_text});
   } else if (err == 0 && events_ != nullptr) {
@@ -1076,9 +1087,12 @@ void BlksnapBackend::Shutdown() {
     snapshots.swap(snapshots_);
     trackers.swap(trackers_);
   }
+  // Ask every watcher first, then join: each may be inside one WAIT_EVENT.
   for (auto& [id, snapshot] : snapshots) {
-    if (snapshot->watcher) snapshot->watcher->Stop();
+    if (snapshot->watcher) snapshot->watcher->RequestStop();
   }
+  for (auto& [id, snapshot] : snapshots) snapshot->watcher.reset();
+  retired_watchers_.clear();
   // Descriptors close here (or when the last in-flight reader lets go of its tracker).
 }
 

@@ -72,12 +72,16 @@ void EventWatcher::Start() {
   thread_ = std::thread([this] { Run(); });
 }
 
-void EventWatcher::Stop() {
+void EventWatcher::RequestStop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);
   }
   cv_.notify_all();
+}
+
+void EventWatcher::Stop() {
+  RequestStop();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -98,6 +102,10 @@ void EventWatcher::Publish(const agent::SnapshotEvent& event) {
 void EventWatcher::Run() {
   // 4 KiB: keep it off the thread's stack.
   auto event = std::make_unique<blksnap_snapshot_event>();
+  struct MarkFinished {
+    std::atomic<bool>& flag;
+    ~MarkFinished() { flag.store(true); }
+  } mark_finished{finished_};
   int consecutive_errors = 0;
   const std::string id_text = id_.ToString();
   while (!stop_.load()) {

@@ -49,6 +49,9 @@ class EventWatcher {
   void Start();
   // Asks the thread to stop and joins it (waits at most one WAIT_EVENT). Idempotent.
   void Stop();
+  // Asks the thread to stop without waiting for it; finished() tells when it has.
+  void RequestStop();
+  bool finished() const { return finished_.load(); }
 
   // While set, an ESRCH ends the thread without publishing Released (the caller is destroying
   // the snapshot and publishes it itself).
@@ -75,6 +78,7 @@ class EventWatcher {
   std::atomic<bool> expect_gone_{false};
   std::atomic<bool> gone_{false};
   std::atomic<bool> released_published_{false};
+  std::atomic<bool> finished_{false};
   std::mutex mu_;  // for the back-off sleep only
   std::condition_variable cv_;
   std::thread thread_;
