@@ -18,7 +18,8 @@ std::unique_ptr<uint8_t[]> NewZeroedMap(uint64_t count) {
 
 std::unique_ptr<uint8_t[]> CopyMap(const std::vector<uint8_t>& bytes, uint64_t count) {
   auto map = NewZeroedMap(count);
-  if (map) std::memcpy(map.get(), bytes.data(), count);
+  // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
+  if (map && count != 0) std::memcpy(map.get(), bytes.data(), count);
   return map;
 }
 
@@ -41,6 +42,33 @@ constexpr uint64_t kMaximumBlockCount = uint64_t{1} << 32;
 bool IsFullBackupRequired(const absl::Status& status) {
   return status.code() == absl::StatusCode::kFailedPrecondition &&
          status.GetPayload(kFullBackupRequiredPayload).has_value();
+}
+
+uint8_t EffectiveChangesBase(uint8_t base_changes_number, uint8_t current_changes_number) {
+  return base_changes_number == 255 && current_changes_number != 255 ? 0 : base_changes_number;
+}
+
+absl::Status ValidateChangesBase(const CbtInfo& current, const GenerationId& base_generation,
+                                 uint8_t base_changes_number) {
+  if (current.corrupted) {
+    return absl::DataLossError(
+        "the CBT map is corrupted; it is reset with a new generation at the next snapshot, and "
+        "the next backup must be a full one");
+  }
+  if (base_generation != current.generation_id) {
+    absl::Status status = absl::FailedPreconditionError(absl::StrCat(
+        "full backup required: the CBT generation changed (base ", base_generation.ToString(),
+        ", device now ", current.generation_id.ToString(), "), the change history restarted"));
+    status.SetPayload(kFullBackupRequiredPayload, absl::Cord(current.generation_id.ToString()));
+    return status;
+  }
+  if (EffectiveChangesBase(base_changes_number, current.changes_number) >
+      current.changes_number) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "base changes number ", int{base_changes_number},
+        " is newer than the device's current changes number ", int{current.changes_number}));
+  }
+  return absl::OkStatus();
 }
 
 CbtMap::CbtMap(TrackingParams params, CbtMapState state)
@@ -72,6 +100,20 @@ absl::StatusOr<std::unique_ptr<CbtMap>> CbtMap::FromState(CbtMapState state,
         expected->block_shift, "), ", count, " blocks, maps of ", state.read_map.size(), "/",
         state.write_map.size(), " bytes, numbers ", int{state.snap_number_previous}, "/",
         int{state.snap_number_active}));
+  }
+  // A write-map byte is at most the active number and a read-map byte at most the previous one
+  // (the read map is a copy of the write map taken when active became previous, or a SetBoth
+  // mark with previous; after the wrap-around previous is 255). A byte above is not from a map.
+  const size_t write_above = FindFirstAbove(state.write_map, 0, state.snap_number_active);
+  const size_t read_above = FindFirstAbove(state.read_map, 0, state.snap_number_previous);
+  if (write_above != count || read_above != count) {
+    const bool in_write = write_above != count;
+    const size_t block = in_write ? write_above : read_above;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "saved CBT state is inconsistent: ", in_write ? "write" : "read", "-map block ", block,
+        " holds ", int{in_write ? state.write_map[block] : state.read_map[block]},
+        ", above the ", in_write ? "active" : "previous", " number ",
+        int{in_write ? state.snap_number_active : state.snap_number_previous}));
   }
   auto read_map = CopyMap(state.read_map, count);
   auto write_map = CopyMap(state.write_map, count);
@@ -165,21 +207,30 @@ absl::Status CbtMap::CorruptedError() const {
 }
 
 absl::Status CbtMap::Set(uint64_t sector, uint64_t count) {
+  // The hot path, kept a leaf: a non-empty range that ends inside a healthy map, marked inside
+  // the gate. Everything else (empty range, gate closed for a switch or reset, corrupted map,
+  // range past the end or wrapping 64 bits) takes the mutex path, which has the same semantics.
+  if (count != 0 && gate_.TryEnterShared()) [[likely]] {
+    const uint32_t shift = geometry_.sectors_per_block_shift();
+    uint64_t last_sector = 0;
+    if (!corrupted_.load(std::memory_order_relaxed) &&
+        !__builtin_add_overflow(sector, count - 1, &last_sector) &&
+        (last_sector >> shift) < geometry_.block_count) [[likely]] {
+      uint8_t* const map = write_map_.get();
+      const uint8_t number = active_;
+      const uint64_t last = last_sector >> shift;
+      for (uint64_t i = sector >> shift; i <= last; ++i) MarkByte(map[i], number);
+      gate_.ExitShared();
+      return absl::OkStatus();
+    }
+    gate_.ExitShared();
+  }
+  return SetSlow(sector, count);
+}
+
+absl::Status CbtMap::SetSlow(uint64_t sector, uint64_t count) {
   if (count == 0) return absl::OkStatus();
-  if (!gate_.TryEnterShared()) [[unlikely]] return SetUnderMutex(sector, count, false);
-  if (corrupted_.load(std::memory_order_relaxed)) [[unlikely]] {
-    gate_.ExitShared();
-    return CorruptedError();
-  }
-  const BlockSpan span = SpanOf(sector, count);
-  const bool inside = MarkBlocks(write_map_.get(), geometry_.block_count, span, active_);
-  if (!inside) [[unlikely]] {
-    corrupted_.store(true, std::memory_order_relaxed);
-    gate_.ExitShared();
-    return OutOfRange("a write", sector, count);
-  }
-  gate_.ExitShared();
-  return absl::OkStatus();
+  return SetUnderMutex(sector, count, false);
 }
 
 absl::Status CbtMap::SetBoth(uint64_t sector, uint64_t count) {
@@ -239,21 +290,17 @@ absl::StatusOr<ChangedExtentsPage> CbtMap::ChangedExtents(const GenerationId& ba
                                                           uint64_t start_offset,
                                                           size_t max_extents) const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (corrupted_.load(std::memory_order_relaxed)) return CorruptedError();
-  if (base_generation != generation_) {
-    absl::Status status = absl::FailedPreconditionError(absl::StrCat(
-        "CBT generation changed (base ", base_generation.ToString(), ", device now ",
-        generation_.ToString(), "): the change history was restarted, a full backup is required"));
-    status.SetPayload(kFullBackupRequiredPayload, absl::Cord(generation_.ToString()));
+  CbtInfo current;
+  current.generation_id = generation_;
+  current.changes_number = previous_;
+  current.corrupted = corrupted_.load(std::memory_order_relaxed);
+  if (absl::Status status = ValidateChangesBase(current, base_generation, base_changes_number);
+      !status.ok()) {
     return status;
   }
-  if (base_changes_number > previous_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "base changes number ", int{base_changes_number},
-        " is newer than the device's current changes number ", int{previous_}));
-  }
   return FindChangedExtents({read_map_.get(), geometry_.block_count}, geometry_,
-                            base_changes_number, start_offset, max_extents);
+                            EffectiveChangesBase(base_changes_number, previous_), start_offset,
+                            max_extents);
 }
 
 CbtMapState CbtMap::ExportState() const {

@@ -59,6 +59,18 @@ struct CbtMapState {
 inline constexpr char kFullBackupRequiredPayload[] = "type.cbt-agent/full-backup-required";
 bool IsFullBackupRequired(const absl::Status& status);
 
+// Checks that an earlier backup's (generation, changes number) can be compared with `current`:
+// FailedPrecondition with kFullBackupRequiredPayload when the generation differs,
+// InvalidArgument when the base number is newer than the current one, DataLoss when corrupted.
+absl::Status ValidateChangesBase(const CbtInfo& current, const GenerationId& base_generation,
+                                 uint8_t base_changes_number);
+
+// The number to compare read-map bytes with for a base backup that recorded
+// `base_changes_number` in the current generation. A generation that began at a wrap-around
+// starts at 255 (the take that wrapped reports previous = 255) and continues 1, 2, ...; a backup
+// taken at that take therefore precedes every later number, so it compares as 0.
+uint8_t EffectiveChangesBase(uint8_t base_changes_number, uint8_t current_changes_number);
+
 class CbtMap {
  public:
   // A fresh map: zeroed maps, numbers 0/1, a new random generation.
@@ -125,6 +137,8 @@ class CbtMap {
   absl::Status OutOfRange(const char* what, uint64_t sector, uint64_t count) const;
   absl::Status CorruptedError() const;
   absl::Status SetUnderMutex(uint64_t sector, uint64_t count, bool both);
+  // Set() for everything but an in-range write into a healthy map with the gate open.
+  absl::Status SetSlow(uint64_t sector, uint64_t count);
 
   const TrackingParams params_;
 

@@ -38,6 +38,15 @@ ChangedExtentsPage FindChangedExtents(std::span<const uint8_t> map, const Tracki
 size_t FindFirstAbove(std::span<const uint8_t> map, size_t from, uint8_t since);
 size_t FindFirstNotAbove(std::span<const uint8_t> map, size_t from, uint8_t since);
 
+// The vector instructions the functions above use: the best the CPU offers, picked at first use
+// (all give identical results; SSE2 is the x86-64 baseline).
+enum class ScanIsa { kScalar, kSse2, kAvx2 };
+ScanIsa ActiveScanIsa();
+const char* ScanIsaName(ScanIsa isa);
+// For tests and benchmarks: use `isa` from now on, process-wide. Returns false, changing nothing,
+// when this CPU or build cannot run it. Not to be called while another thread scans.
+bool SetScanIsaForTesting(ScanIsa isa);
+
 }  // namespace cbt
 
 #endif  // CBT_CORE_CHANGED_EXTENTS_H_

@@ -16,8 +16,8 @@ using ThreadSlot = WriteGate::ThreadSlot;
 // without a lock while threads come and go.
 std::atomic<ThreadSlot*> g_slots{nullptr};
 
-// True when membarrier(PRIVATE_EXPEDITED) could not be registered: markers must then fence.
-std::atomic<bool> g_markers_fence{false};
+using write_gate_internal::g_markers_fence;
+using write_gate_internal::t_slot;
 
 void RegisterMembarrier() {
   static std::once_flag once;
@@ -56,10 +56,9 @@ ThreadSlot* ClaimSlot() {
   return slot;
 }
 
-// The slot pointer is a trivially destructible thread_local so that the hot path reads it with
-// one %fs-relative load; a separate object hands the slot back when the thread exits.
-thread_local ThreadSlot* t_slot = nullptr;
-
+// The slot pointer (write_gate_internal::t_slot) is a trivially destructible thread_local so
+// that the hot path reads it with one %fs-relative load; a separate object hands the slot back
+// when the thread exits.
 struct SlotReleaser {
   ~SlotReleaser() {
     if (t_slot != nullptr) {
@@ -70,8 +69,14 @@ struct SlotReleaser {
   }
 };
 
-ThreadSlot* CurrentThreadSlot() {
-  if (t_slot == nullptr) [[unlikely]] {
+}  // namespace
+
+namespace write_gate_internal {
+
+std::atomic<bool> g_markers_fence{false};
+
+ThreadSlot* AttachThisThread() {
+  if (t_slot == nullptr) {
     static thread_local SlotReleaser releaser;
     (void)releaser;
     t_slot = ClaimSlot();
@@ -79,26 +84,9 @@ ThreadSlot* CurrentThreadSlot() {
   return t_slot;
 }
 
-}  // namespace
+}  // namespace write_gate_internal
 
 WriteGate::WriteGate() { RegisterMembarrier(); }
-
-bool WriteGate::TryEnterShared() {
-  ThreadSlot* slot = CurrentThreadSlot();
-  slot->inside.store(this, std::memory_order_relaxed);
-  if (g_markers_fence.load(std::memory_order_relaxed)) [[unlikely]] {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  } else {
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  }
-  if (exclusive_.load(std::memory_order_acquire)) [[unlikely]] {
-    slot->inside.store(nullptr, std::memory_order_release);
-    return false;
-  }
-  return true;
-}
-
-void WriteGate::ExitShared() { t_slot->inside.store(nullptr, std::memory_order_release); }
 
 void WriteGate::LockExclusive() {
   exclusive_.store(true, std::memory_order_relaxed);

@@ -29,6 +29,7 @@ class WriteGate {
   WriteGate(const WriteGate&) = delete;
   WriteGate& operator=(const WriteGate&) = delete;
 
+  // Inline (defined below): they are the whole cost of a marker on the I/O path.
   bool TryEnterShared();
   void ExitShared();
 
@@ -45,6 +46,36 @@ class WriteGate {
  private:
   std::atomic<bool> exclusive_{false};
 };
+
+namespace write_gate_internal {
+// The calling thread's slot, nullptr until its first TryEnterShared(). Constant-initialized and
+// defined here so that the hot path reads it with one thread-pointer-relative load.
+inline thread_local WriteGate::ThreadSlot* t_slot = nullptr;
+// True when membarrier(PRIVATE_EXPEDITED) is unavailable: markers must then fence themselves.
+extern std::atomic<bool> g_markers_fence;
+// Claims a slot for the calling thread (first use only) and sets t_slot.
+WriteGate::ThreadSlot* AttachThisThread();
+}  // namespace write_gate_internal
+
+inline bool WriteGate::TryEnterShared() {
+  ThreadSlot* slot = write_gate_internal::t_slot;
+  if (slot == nullptr) [[unlikely]] slot = write_gate_internal::AttachThisThread();
+  slot->inside.store(this, std::memory_order_relaxed);
+  if (write_gate_internal::g_markers_fence.load(std::memory_order_relaxed)) [[unlikely]] {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  }
+  if (exclusive_.load(std::memory_order_acquire)) [[unlikely]] {
+    slot->inside.store(nullptr, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
+inline void WriteGate::ExitShared() {
+  write_gate_internal::t_slot->inside.store(nullptr, std::memory_order_release);
+}
 
 }  // namespace cbt
 

@@ -386,8 +386,9 @@ grpc::Status AgentService::GetChangedExtents(
     return scope.Done(named);
   }
   const ChangedExtentsPage page =
-      FindChangedExtents(map, GeometryOf(info), *base_number, request->start_offset(),
-                         request->max_extents());
+      FindChangedExtents(map, GeometryOf(info),
+                         EffectiveChangesBase(*base_number, info.changes_number),
+                         request->start_offset(), request->max_extents());
   v1::ChangedExtentsChunk chunk;
   uint64_t changed_bytes = 0;
   for (size_t i = 0; i < page.extents.size(); ++i) {

@@ -118,6 +118,17 @@ TEST_P(BackupCycleTest, FullThenIncrementalThenGenerationWrap) {
       << stale.status.error_message();
   EXPECT_EQ(stale.full_backup_trailer, "true");
   Release(h, wrapped.id());
+
+  // The full backup taken at the wrap recorded (new generation, 255): the next incremental from
+  // it lists exactly what was written since.
+  Write(kDevA, 30 * kMiB, Pattern(4096, 6));  // block 480
+  v1::Snapshot next = CreateSnapshot(h, {kDevA}, 1024 * kMiB);
+  EXPECT_EQ(Info(h, kDevA).changes_number(), 1u);
+  ExtentsResult from_wrap = Extents(h, kDevA, after_wrap.generation_id(), 255);
+  ASSERT_TRUE(from_wrap.status.ok()) << from_wrap.status.error_message();
+  EXPECT_EQ(from_wrap.extents,
+            (std::vector<std::pair<uint64_t, uint64_t>>{{30 * kMiB, kBlock}}));
+  Release(h, next.id());
 }
 
 TEST_P(BackupCycleTest, MultiDeviceSnapshotAndPagedExtents) {
