@@ -210,8 +210,9 @@ int AgentMain(int argc, char** argv) {
                    choice->unavailable_reason.empty() ? backend.Describe().reason
                                                       : choice->unavailable_reason));
   for (size_t i = 0; i < listeners->size(); ++i) {
+    const bool tcp = (*listeners)[i].socket_path.empty();
     Log(absl::StrCat("serving on ", (*listeners)[i].uri,
-                     ports[i] > 0 ? absl::StrCat(" (port ", ports[i], ")") : ""));
+                     tcp ? absl::StrCat(" (port ", ports[i], ")") : ""));
   }
   if (health_server) Log(absl::StrCat("health checks on ", options->health_listen));
   if (metrics_server) Log(absl::StrCat("metrics on port ", metrics_server->port()));
