@@ -141,6 +141,9 @@ class Model {
       result.full_backup_required = true;
       return result;
     }
+    // Within a generation 255 is only ever the wrap-around take that began it, which precedes
+    // every later number: such a base means "since the generation began".
+    if (base == 255 && previous != 255) base = 0;
     if (base > previous) {
       result.code = StatusCode::kInvalidArgument;
       return result;
