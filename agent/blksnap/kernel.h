@@ -7,6 +7,8 @@
 #ifndef CBT_AGENT_BLKSNAP_KERNEL_H_
 #define CBT_AGENT_BLKSNAP_KERNEL_H_
 
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -25,6 +27,20 @@ struct FileStatus {
   uint32_t dev_minor = 0;
   uint64_t size = 0;        // regular files
 };
+
+// What stat(2) said, as FileStatus.
+inline FileStatus ToFileStatus(const struct stat& st) {
+  FileStatus status;
+  status.is_block_device = S_ISBLK(st.st_mode);
+  status.is_directory = S_ISDIR(st.st_mode);
+  status.is_regular_file = S_ISREG(st.st_mode);
+  status.rdev_major = major(st.st_rdev);
+  status.rdev_minor = minor(st.st_rdev);
+  status.dev_major = major(st.st_dev);
+  status.dev_minor = minor(st.st_dev);
+  status.size = static_cast<uint64_t>(st.st_size);
+  return status;
+}
 
 class Kernel {
  public:

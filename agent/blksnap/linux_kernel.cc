@@ -36,15 +36,7 @@ class LinuxKernel final : public Kernel {
   int Stat(const std::string& path, FileStatus* status) override {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return errno;
-    *status = FileStatus{};
-    status->is_block_device = S_ISBLK(st.st_mode);
-    status->is_directory = S_ISDIR(st.st_mode);
-    status->is_regular_file = S_ISREG(st.st_mode);
-    status->rdev_major = major(st.st_rdev);
-    status->rdev_minor = minor(st.st_rdev);
-    status->dev_major = major(st.st_dev);
-    status->dev_minor = minor(st.st_dev);
-    status->size = static_cast<uint64_t>(st.st_size);
+    *status = ToFileStatus(st);
     return 0;
   }
 

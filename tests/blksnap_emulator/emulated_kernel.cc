@@ -483,14 +483,7 @@ struct EmulatedKernel::Impl {
     }
     struct stat st;
     if (int error = RealStat(node.path, &st); error != 0) return error;
-    status->is_block_device = S_ISBLK(st.st_mode);
-    status->is_directory = S_ISDIR(st.st_mode);
-    status->is_regular_file = S_ISREG(st.st_mode);
-    status->rdev_major = major(st.st_rdev);
-    status->rdev_minor = minor(st.st_rdev);
-    status->dev_major = major(st.st_dev);
-    status->dev_minor = minor(st.st_dev);
-    status->size = static_cast<uint64_t>(st.st_size);
+    *status = ToFileStatus(st);
     // Emulated mounts: the longest mount directory containing the file decides its device.
     char real[PATH_MAX];
     if (!mounts.empty() && ::realpath(node.path.c_str(), real) != nullptr) {
