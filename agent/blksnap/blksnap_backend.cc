@@ -22,7 +22,7 @@
 #include "blksnap/event_watcher.h"
 #include "blksnap/filter.h"
 #include "blksnap/flavour.h"
-#include "blksnap/log.h"
+#include "backend/log.h"
 #include "blksnap/uapi.h"
 
 namespace cbt::blksnap {
@@ -341,7 +341,7 @@ void BlksnapBackend::DropTrackers(const std::vector<std::string>& resolved_paths
     }
   });
   if (!status.ok()) {
-    LogWarning("cannot remove trackers from the state: %s", status.ToString().c_str());
+    agent::LogWarning("blksnap", "cannot remove trackers from the state: %s", status.ToString().c_str());
   }
 }
 
@@ -373,7 +373,7 @@ void BlksnapBackend::ForgetSnapshotRecords(const std::vector<std::string>& ids) 
     }
   });
   if (!status.ok()) {
-    LogWarning("cannot remove snapshots from the state: %s", status.ToString().c_str());
+    agent::LogWarning("blksnap", "cannot remove snapshots from the state: %s", status.ToString().c_str());
   }
 }
 
@@ -405,7 +405,7 @@ void BlksnapBackend::DropVanishedSnapshots(const std::vector<Uuid>& listed) {
   std::vector<std::string> ids;
   for (const std::shared_ptr<Snapshot>& snapshot : vanished) {
     ids.push_back(snapshot->id.ToString());
-    LogInfo("snapshot %s no longer exists in the kernel; forgetting it", ids.back().c_str());
+    agent::LogInfo("blksnap", "snapshot %s no longer exists in the kernel; forgetting it", ids.back().c_str());
     if (snapshot->watcher) {
       snapshot->watcher->set_expect_gone(true);
       snapshot->watcher->Stop();
@@ -443,7 +443,7 @@ absl::Status BlksnapBackend::Init() {
   if (state_ == nullptr) return absl::OkStatus();
   cbtagent::state::AgentState stored = state_->Get();
   if (!stored.backend().empty() && stored.backend() != kBackendName) {
-    LogWarning("state directory %s holds state of the '%s' backend; not reusing it",
+    agent::LogWarning("blksnap", "state directory %s holds state of the '%s' backend; not reusing it",
                state_->directory().c_str(), stored.backend().c_str());
     stored.Clear();
   }
@@ -456,23 +456,23 @@ absl::Status BlksnapBackend::Init() {
         record.resolved_path().empty() ? record.device() : record.resolved_path();
     absl::StatusOr<ResolvedDevice> resolved = Resolve(path);
     if (!resolved.ok()) {
-      LogInfo("tracker of %s dropped: %s", path.c_str(), resolved.status().ToString().c_str());
+      agent::LogInfo("blksnap", "tracker of %s dropped: %s", path.c_str(), resolved.status().ToString().c_str());
       continue;
     }
     if (resolved->number != DeviceNumber{record.major(), record.minor()}) {
-      LogInfo("tracker of %s dropped: the device is now %s, was %u:%u", path.c_str(),
+      agent::LogInfo("blksnap", "tracker of %s dropped: the device is now %s, was %u:%u", path.c_str(),
               NumberText(resolved->number).c_str(), record.major(), record.minor());
       continue;
     }
     resolved->device = record.device().empty() ? path : record.device();
     absl::StatusOr<std::shared_ptr<Tracked>> tracked = OpenDevice(*resolved);
     if (!tracked.ok()) {
-      LogInfo("tracker of %s dropped: %s", path.c_str(), tracked.status().ToString().c_str());
+      agent::LogInfo("blksnap", "tracker of %s dropped: %s", path.c_str(), tracked.status().ToString().c_str());
       continue;
     }
     blksnap_cbtinfo info{};
     if (int err = filter_->CbtInfo((*tracked)->ref(), &info); err != 0) {
-      LogInfo("tracker of %s dropped: the kernel has no tracker for it any more: %s (errno %d)",
+      agent::LogInfo("blksnap", "tracker of %s dropped: the kernel has no tracker for it any more: %s (errno %d)",
               path.c_str(), agent::ErrnoText(err).c_str(), err);
       continue;
     }
@@ -488,7 +488,7 @@ absl::Status BlksnapBackend::Init() {
   for (const cbtagent::state::SnapshotRecord& record : stored.snapshots()) {
     absl::StatusOr<Uuid> id = ParseUuid(record.id());
     if (!id.ok() || alive.count(id->ToString()) == 0) {
-      LogInfo("snapshot %s no longer exists; forgetting it", record.id().c_str());
+      agent::LogInfo("blksnap", "snapshot %s no longer exists; forgetting it", record.id().c_str());
       continue;
     }
     auto snapshot = std::make_shared<Snapshot>();
@@ -518,9 +518,9 @@ absl::Status BlksnapBackend::Init() {
   }
 
   if (absl::Status status = state_->Put(kept); !status.ok()) {
-    LogWarning("cannot save the cleaned state: %s", status.ToString().c_str());
+    agent::LogWarning("blksnap", "cannot save the cleaned state: %s", status.ToString().c_str());
   }
-  LogInfo("%s; %zu tracker(s) and %zu snapshot(s) restored", choice_.reason.c_str(),
+  agent::LogInfo("blksnap", "%s; %zu tracker(s) and %zu snapshot(s) restored", choice_.reason.c_str(),
           trackers_.size(), snapshots_.size());
   return absl::OkStatus();
 }
@@ -658,7 +658,7 @@ absl::StatusOr<std::vector<TrackerState>> BlksnapBackend::ListTrackers() {
     blksnap_cbtinfo info{};
     const int err = filter_->CbtInfo(tracked->ref(), &info);
     if (IsTrackerGone(err)) {
-      LogInfo("tracker of %s is gone from the kernel; forgetting it", tracked->resolved.c_str());
+      agent::LogInfo("blksnap", "tracker of %s is gone from the kernel; forgetting it", tracked->resolved.c_str());
       gone.push_back(tracked->resolved);
       continue;
     }
@@ -782,7 +782,7 @@ absl::StatusOr<SnapshotState> BlksnapBackend::CreateSnapshot(
       snapshot->watcher->Stop();
     }
     if (int err = control_->Destroy(id); err != 0 && err != ENODEV) {
-      LogWarning("rollback: destroying snapshot %s failed: %s (errno %d)", id_text.c_str(),
+      agent::LogWarning("blksnap", "rollback: destroying snapshot %s failed: %s (errno %d)", id_text.c_str(),
                  agent::ErrnoText(err).c_str(), err);
     }
     return absl::Status(error.code(), absl::StrCat(error.message(), " (snapshot ", id_text,

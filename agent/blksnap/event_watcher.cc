@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backend/errno_status.h"
-#include "blksnap/log.h"
+#include "backend/log.h"
 
 namespace cbt::blksnap {
 
@@ -116,16 +116,16 @@ void EventWatcher::Run() {
       std::optional<agent::SnapshotEvent> decoded =
           DecodeEvent(flavour_, id_, *event, devices_, &skipped);
       if (!decoded.has_value()) {
-        LogWarning("snapshot %s: %s; skipped", id_text.c_str(), skipped.c_str());
+        agent::LogWarning("blksnap", "snapshot %s: %s; skipped", id_text.c_str(), skipped.c_str());
         continue;
       }
       if (decoded->kind == agent::SnapshotEvent::Kind::kCorrupted) {
-        LogWarning("snapshot %s: image of device %u:%u (%s) corrupted: %s (errno %d)",
+        agent::LogWarning("blksnap", "snapshot %s: image of device %u:%u (%s) corrupted: %s (errno %d)",
                    id_text.c_str(), decoded->number.major, decoded->number.minor,
                    decoded->device.c_str(), agent::ErrnoText(decoded->errno_value).c_str(),
                    decoded->errno_value);
       } else {
-        LogWarning("snapshot %s: diff storage %s, %llu bytes requested", id_text.c_str(),
+        agent::LogWarning("blksnap", "snapshot %s: diff storage %s, %llu bytes requested", id_text.c_str(),
                    flavour_ == Flavour::kVal7 ? "running low" : "hit its limit",
                    static_cast<unsigned long long>(decoded->requested_bytes));
       }
@@ -139,7 +139,7 @@ void EventWatcher::Run() {
     if (err == ESRCH) {
       gone_.store(true);
       if (!expect_gone_.load() && !stop_.load()) {
-        LogInfo("snapshot %s no longer exists; stopping its event watcher", id_text.c_str());
+        agent::LogInfo("blksnap", "snapshot %s no longer exists; stopping its event watcher", id_text.c_str());
         PublishReleasedOnce();
       }
       return;
@@ -147,7 +147,7 @@ void EventWatcher::Run() {
     // Anything else (ENOSPC for an oversized event body, an interface problem): log now and
     // then, back off so as not to spin, keep watching.
     if (consecutive_errors++ % 100 == 0) {
-      LogWarning("snapshot %s: WAIT_EVENT failed: %s (errno %d)", id_text.c_str(),
+      agent::LogWarning("blksnap", "snapshot %s: WAIT_EVENT failed: %s (errno %d)", id_text.c_str(),
                  agent::ErrnoText(err).c_str(), err);
     }
     std::unique_lock<std::mutex> lock(mu_);

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "backend/errno_status.h"
-#include "ublk/log.h"
+#include "backend/log.h"
 
 namespace cbt::ublk {
 
@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<UblkDevice>> UblkDevice::Create(const UblkDeviceO
   auto fail = [&device](absl::Status status) {
     device->AbandonQueues();
     if (absl::Status s = device->control_->DeleteDevice(device->id()); !s.ok()) {
-      LogWarning("cleanup after a failed create: %s", s.ToString().c_str());
+      agent::LogWarning("ublk", "cleanup after a failed create: %s", s.ToString().c_str());
     }
     device->state_ = State::kDeleted;
     return status;
@@ -137,7 +137,7 @@ absl::StatusOr<std::unique_ptr<UblkDevice>> UblkDevice::Create(const UblkDeviceO
   device->state_ = State::kRunning;
   // DEVT (the disk's major:minor) is known now.
   if (absl::Status s = device->control_->GetParams(info.dev_id, &device->params_); !s.ok()) {
-    LogWarning("%s", s.ToString().c_str());
+    agent::LogWarning("ublk", "%s", s.ToString().c_str());
   }
   return device;
 }
@@ -184,7 +184,7 @@ absl::StatusOr<std::unique_ptr<UblkDevice>> UblkDevice::Recover(
   }
   device->state_ = State::kRunning;
   if (absl::Status s = device->control_->GetDeviceInfo(dev_id, &device->info_); !s.ok()) {
-    LogWarning("%s", s.ToString().c_str());
+    agent::LogWarning("ublk", "%s", s.ToString().c_str());
   }
   return device;
 }
@@ -196,7 +196,7 @@ UblkDevice::~UblkDevice() {
     running = state_ == State::kRunning;
   }
   if (running) {
-    if (absl::Status s = Delete(); !s.ok()) LogWarning("%s", s.ToString().c_str());
+    if (absl::Status s = Delete(); !s.ok()) agent::LogWarning("ublk", "%s", s.ToString().c_str());
   }
   AbandonQueues();
 }

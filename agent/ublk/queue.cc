@@ -13,7 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "backend/errno_status.h"
-#include "ublk/log.h"
+#include "backend/log.h"
 #include "ublk/uring_cmd.h"
 
 #ifndef PR_SET_IO_FLUSHER
@@ -145,7 +145,7 @@ void UblkQueue::ThreadMain() {
   if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) {
     int err = errno;
     if (!io_flusher_warned.exchange(true)) {
-      LogWarning("prctl(PR_SET_IO_FLUSHER) failed for the queue threads: %s; memory reclaim may "
+      agent::LogWarning("ublk", "prctl(PR_SET_IO_FLUSHER) failed for the queue threads: %s; memory reclaim may "
                  "write back through the served device",
                  strerror(err));
     }
@@ -239,7 +239,7 @@ io_uring_sqe* UblkQueue::NextSqe() {
   while (sqe == nullptr) {
     int ret = io_uring_submit(&ring_);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-      LogWarning("ublk device %u queue %u: io_uring_submit: %s", options_.dev_id,
+      agent::LogWarning("ublk", "ublk device %u queue %u: io_uring_submit: %s", options_.dev_id,
                  options_.queue_id, strerror(-ret));
     }
     sqe = io_uring_get_sqe(&ring_);
@@ -278,7 +278,7 @@ void UblkQueue::Loop() {
     if (aborted_ == options_.depth && in_target_ == 0) break;  // stopped: every tag aborted
     int ret = io_uring_submit_and_wait(&ring_, 1);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-      LogWarning("ublk device %u queue %u: io_uring_submit_and_wait: %s; queue thread exits",
+      agent::LogWarning("ublk", "ublk device %u queue %u: io_uring_submit_and_wait: %s; queue thread exits",
                  options_.dev_id, options_.queue_id, strerror(-ret));
       break;
     }
@@ -299,7 +299,7 @@ void UblkQueue::HandleCompletion(uint64_t user_data, int res) {
                                 res);
   } else if (user_data == kWakeupUserData) {
     if (res < 0 && res != -EINTR && res != -EAGAIN && res != -ECANCELED) {
-      LogWarning("ublk device %u queue %u: wake-up read: %s", options_.dev_id, options_.queue_id,
+      agent::LogWarning("ublk", "ublk device %u queue %u: wake-up read: %s", options_.dev_id, options_.queue_id,
                  strerror(-res));
     }
     ArmWakeupRead();
@@ -310,7 +310,7 @@ void UblkQueue::HandleCompletion(uint64_t user_data, int res) {
 
 void UblkQueue::HandleUblkCompletion(int tag, int res) {
   if (tag >= options_.depth || tags_[tag] != TagState::kKernel) {
-    LogWarning("ublk device %u queue %u: unexpected completion for tag %d (res %d)",
+    agent::LogWarning("ublk", "ublk device %u queue %u: unexpected completion for tag %d (res %d)",
                options_.dev_id, options_.queue_id, tag, res);
     return;
   }
@@ -325,7 +325,7 @@ void UblkQueue::HandleUblkCompletion(int tag, int res) {
   }
   if (res != kIoResAbort) {
     // EINVAL/EBUSY here mean a protocol error (wrong task, double fetch): the tag is lost.
-    LogWarning("ublk device %u queue %u tag %d: FETCH/COMMIT_AND_FETCH failed: %s",
+    agent::LogWarning("ublk", "ublk device %u queue %u tag %d: FETCH/COMMIT_AND_FETCH failed: %s",
                options_.dev_id, options_.queue_id, tag, strerror(-res));
   }
   tags_[tag] = TagState::kAborted;
@@ -349,7 +349,7 @@ void UblkQueue::Dispatch(int tag) {
 
 void UblkQueue::Complete(int tag, int result) {
   if (tag < 0 || tag >= options_.depth || tags_[tag] != TagState::kTarget) {
-    LogWarning("ublk device %u queue %u: target completed tag %d that it does not hold",
+    agent::LogWarning("ublk", "ublk device %u queue %u: target completed tag %d that it does not hold",
                options_.dev_id, options_.queue_id, tag);
     return;
   }
