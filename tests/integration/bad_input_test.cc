@@ -54,7 +54,8 @@ grpc::Status TryCbtInfo(AgentHarness& h, const std::string& device) {
   r.set_device(device);
   return Unary<v1::GetCbtInfoRequest, v1::CbtInfo>(h, &v1::CbtAgent::Stub::GetCbtInfo, r);
 }
-grpc::Status TryCreate(AgentHarness& h, const std::function<void(v1::CreateSnapshotRequest&)>& edit) {
+grpc::Status TryCreate(AgentHarness& h,
+                       const std::function<void(v1::CreateSnapshotRequest&)>& edit) {
   v1::CreateSnapshotRequest r;
   r.add_devices(kUntracked);
   r.mutable_diff_storage()->set_path(h.diff_dir());
@@ -93,7 +94,7 @@ grpc::Status TryMap(AgentHarness& h, const std::string& device, uint64_t offset,
   return ReadAll(reader, &chunks);
 }
 grpc::Status TryDirty(AgentHarness& h, const std::string& device,
-                   std::vector<std::pair<uint64_t, uint64_t>> ranges) {
+                      std::vector<std::pair<uint64_t, uint64_t>> ranges) {
   v1::MarkDirtyRequest r;
   r.set_device(device);
   for (auto [offset, length] : ranges) {
@@ -101,8 +102,7 @@ grpc::Status TryDirty(AgentHarness& h, const std::string& device,
     range->set_offset(offset);
     range->set_length(length);
   }
-  return Unary<v1::MarkDirtyRequest, v1::MarkDirtyResponse>(h, &v1::CbtAgent::Stub::MarkDirty,
-                                                             r);
+  return Unary<v1::MarkDirtyRequest, v1::MarkDirtyResponse>(h, &v1::CbtAgent::Stub::MarkDirty, r);
 }
 
 // Everything a malformed request must not change.
@@ -128,9 +128,9 @@ Observed Observe(AgentHarness& h) {
 }
 
 TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
-  AgentHarness h("lk6.15", "6.15.0",
-                 {{kDev, 64 * kMiB, 8, 16}, {kUntracked, 64 * kMiB, 8, 32},
-                  {kFree, 64 * kMiB, 8, 48}});
+  AgentHarness h(
+      "lk6.15", "6.15.0",
+      {{kDev, 64 * kMiB, 8, 16}, {kUntracked, 64 * kMiB, 8, 32}, {kFree, 64 * kMiB, 8, 48}});
   ASSERT_TRUE(h.StartEmulator());
   ASSERT_TRUE(h.StartAgent()) << h.AgentLog();
   ASSERT_TRUE(TryAttach(h, kDev).ok());
@@ -168,7 +168,8 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
       {"tracker: untracked", [](auto& h) { return TryTracker(h, kUntracked); }, Code::NOT_FOUND},
       {"tracker: missing", [](auto& h) { return TryTracker(h, kMissing); }, Code::NOT_FOUND},
       // CreateSnapshot
-      {"create: no devices", [](auto& h) { return TryCreate(h, [](auto& r) { r.clear_devices(); }); },
+      {"create: no devices",
+       [](auto& h) { return TryCreate(h, [](auto& r) { r.clear_devices(); }); },
        Code::INVALID_ARGUMENT},
       {"create: 65 devices",
        [](auto& h) {
@@ -177,7 +178,8 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
          });
        },
        Code::INVALID_ARGUMENT},
-      {"create: empty device", [](auto& h) { return TryCreate(h, [](auto& r) { r.set_devices(0, ""); }); },
+      {"create: empty device",
+       [](auto& h) { return TryCreate(h, [](auto& r) { r.set_devices(0, ""); }); },
        Code::INVALID_ARGUMENT},
       {"create: relative device",
        [](auto& h) { return TryCreate(h, [](auto& r) { r.set_devices(0, "emu-b"); }); },
@@ -186,7 +188,9 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
        [](auto& h) { return TryCreate(h, [](auto& r) { r.clear_diff_storage(); }); },
        Code::INVALID_ARGUMENT},
       {"create: empty diff path",
-       [](auto& h) { return TryCreate(h, [](auto& r) { r.mutable_diff_storage()->set_path(""); }); },
+       [](auto& h) {
+         return TryCreate(h, [](auto& r) { r.mutable_diff_storage()->set_path(""); });
+       },
        Code::INVALID_ARGUMENT},
       {"create: relative diff path",
        [](auto& h) {
@@ -194,7 +198,9 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
        },
        Code::INVALID_ARGUMENT},
       {"create: limit 0",
-       [](auto& h) { return TryCreate(h, [](auto& r) { r.mutable_diff_storage()->set_limit_bytes(0); }); },
+       [](auto& h) {
+         return TryCreate(h, [](auto& r) { r.mutable_diff_storage()->set_limit_bytes(0); });
+       },
        Code::INVALID_ARGUMENT},
       {"create: limit 511",
        [](auto& h) {
@@ -249,7 +255,8 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
        Code::INVALID_ARGUMENT},
       {"get snapshot: unknown id", [](auto& h) { return TryGetSnap(h, kUnknownId); },
        Code::NOT_FOUND},
-      {"watch: malformed id", [](auto& h) { return TryWatch(h, "snap-1"); }, Code::INVALID_ARGUMENT},
+      {"watch: malformed id", [](auto& h) { return TryWatch(h, "snap-1"); },
+       Code::INVALID_ARGUMENT},
       {"watch: unknown id", [](auto& h) { return TryWatch(h, kUnknownId); }, Code::NOT_FOUND},
       // GetCbtInfo / ReadCbtMap
       {"info: empty path", [](auto& h) { return TryCbtInfo(h, ""); }, Code::INVALID_ARGUMENT},
@@ -266,25 +273,48 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
       {"map: straddling the end", [](auto& h) { return TryMap(h, kDev, 1000, 25); },
        Code::OUT_OF_RANGE},
       // MarkDirty
-      {"dirty: empty path", [](auto& h) { return TryDirty(h, "", {{0, 512}}); },
+      {"dirty: empty path",
+       [](auto& h) {
+         return TryDirty(h, "", {{0, 512}});
+       },
        Code::INVALID_ARGUMENT},
-      {"dirty: untracked", [](auto& h) { return TryDirty(h, kUntracked, {{0, 512}}); },
+      {"dirty: untracked",
+       [](auto& h) {
+         return TryDirty(h, kUntracked, {{0, 512}});
+       },
        Code::NOT_FOUND},
       {"dirty: no ranges", [](auto& h) { return TryDirty(h, kDev, {}); }, Code::INVALID_ARGUMENT},
       {"dirty: 65537 ranges", [&](auto& h) { return TryDirty(h, kDev, too_many); },
        Code::INVALID_ARGUMENT},
-      {"dirty: length 0", [](auto& h) { return TryDirty(h, kDev, {{0, 0}}); },
+      {"dirty: length 0",
+       [](auto& h) {
+         return TryDirty(h, kDev, {{0, 0}});
+       },
        Code::INVALID_ARGUMENT},
-      {"dirty: offset 2^64-1", [](auto& h) { return TryDirty(h, kDev, {{kMax, 1}}); },
+      {"dirty: offset 2^64-1",
+       [](auto& h) {
+         return TryDirty(h, kDev, {{kMax, 1}});
+       },
        Code::OUT_OF_RANGE},
-      {"dirty: length 2^64-1", [](auto& h) { return TryDirty(h, kDev, {{0, kMax}}); },
+      {"dirty: length 2^64-1",
+       [](auto& h) {
+         return TryDirty(h, kDev, {{0, kMax}});
+       },
        Code::OUT_OF_RANGE},
-      {"dirty: offset at the capacity", [&](auto& h) { return TryDirty(h, kDev, {{capacity, 1}}); },
+      {"dirty: offset at the capacity",
+       [&](auto& h) {
+         return TryDirty(h, kDev, {{capacity, 1}});
+       },
        Code::OUT_OF_RANGE},
       {"dirty: straddling the end",
-       [&](auto& h) { return TryDirty(h, kDev, {{capacity - 512, 1024}}); }, Code::OUT_OF_RANGE},
+       [&](auto& h) {
+         return TryDirty(h, kDev, {{capacity - 512, 1024}});
+       },
+       Code::OUT_OF_RANGE},
       {"dirty: one bad range among good ones",
-       [&](auto& h) { return TryDirty(h, kDev, {{0, 512}, {capacity, 512}}); },
+       [&](auto& h) {
+         return TryDirty(h, kDev, {{0, 512}, {capacity, 512}});
+       },
        Code::OUT_OF_RANGE},
       // GetChangedExtents
       {"extents: empty path", [&](auto& h) { return Extents(h, "", generation, 0).status; },
@@ -296,16 +326,14 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
       {"extents: malformed generation",
        [](auto& h) { return Extents(h, kDev, "0b6e1a52", 0).status; }, Code::INVALID_ARGUMENT},
       {"extents: changes number 256",
-       [&](auto& h) { return Extents(h, kDev, generation, 256).status; },
-       Code::INVALID_ARGUMENT},
+       [&](auto& h) { return Extents(h, kDev, generation, 256).status; }, Code::INVALID_ARGUMENT},
       {"extents: changes number 2^32-1",
        [&](auto& h) { return Extents(h, kDev, generation, UINT32_MAX).status; },
        Code::INVALID_ARGUMENT},
       {"extents: base newer than the device",
        [&](auto& h) { return Extents(h, kDev, generation, 7).status; }, Code::INVALID_ARGUMENT},
       {"extents: another generation",
-       [](auto& h) { return Extents(h, kDev, kUnknownId, 0).status; },
-       Code::FAILED_PRECONDITION},
+       [](auto& h) { return Extents(h, kDev, kUnknownId, 0).status; }, Code::FAILED_PRECONDITION},
       {"extents: start 2^64-1 (valid: empty and complete)",
        [&](auto& h) { return Extents(h, kDev, generation, 0, kMax).status; }, Code::OK},
   };
