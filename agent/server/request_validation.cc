@@ -82,7 +82,7 @@ absl::StatusOr<std::vector<SectorRange>> ToSectorRanges(
   }
   std::vector<SectorRange> sectors;
   sectors.reserve(ranges.size());
-  uint64_t total = 0;
+  unsigned __int128 total = 0;  // 65,536 ranges of up to 2^64 bytes each
   for (int i = 0; i < ranges.size(); ++i) {
     const auto& range = ranges[i];
     if (range.length() == 0) {
@@ -97,9 +97,9 @@ absl::StatusOr<std::vector<SectorRange>> ToSectorRanges(
     const uint64_t end = range.offset() + range.length();  // no overflow: checked above
     const uint64_t last_exclusive = (end >> kSectorShift) + ((end & (kSectorSize - 1)) ? 1 : 0);
     sectors.push_back({first, last_exclusive - first});
-    total += (last_exclusive - first) << kSectorShift;
+    total += static_cast<unsigned __int128>(last_exclusive - first) << kSectorShift;
   }
-  *marked_bytes = total;
+  *marked_bytes = total > UINT64_MAX ? UINT64_MAX : static_cast<uint64_t>(total);
   return sectors;
 }
 

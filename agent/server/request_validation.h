@@ -36,7 +36,7 @@ absl::StatusOr<MapRange> ResolveMapRange(uint64_t offset, uint64_t length, uint6
 
 // Byte ranges of a MarkDirty request as sector ranges, widened to whole sectors. Each range
 // must be non-empty and lie inside the device; 1..kMaxDirtyRanges ranges. *marked_bytes gets
-// the sum of the widened lengths.
+// the sum of the widened lengths (saturating at 2^64 - 1; overlapping ranges count twice).
 absl::StatusOr<std::vector<SectorRange>> ToSectorRanges(
     const google::protobuf::RepeatedPtrField<cbtagent::v1::ByteRange>& ranges,
     uint64_t capacity_bytes, uint64_t* marked_bytes);
