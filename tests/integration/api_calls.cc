@@ -20,6 +20,11 @@ grpc::Status TryCreateSnapshot(AgentHarness& h, const std::vector<std::string>& 
   for (const std::string& d : devices) request.add_devices(d);
   request.mutable_diff_storage()->set_path(storage.empty() ? h.diff_dir() : storage);
   request.mutable_diff_storage()->set_limit_bytes(limit_bytes);
+  return TryCreateSnapshot(h, request, response);
+}
+
+grpc::Status TryCreateSnapshot(AgentHarness& h, const v1::CreateSnapshotRequest& request,
+                               v1::CreateSnapshotResponse* response) {
   v1::CreateSnapshotResponse local;
   return h.agent().CreateSnapshot(Deadline().get(), request, response ? response : &local);
 }
@@ -88,6 +93,90 @@ ExtentsResult Extents(AgentHarness& h, const std::string& device, const std::str
     result.full_backup_trailer = std::string(trailer->second.data(), trailer->second.size());
   }
   return result;
+}
+
+namespace {
+
+template <typename Request, typename Response, typename Method>
+grpc::Status Unary(AgentHarness& h, Method method, const Request& request) {
+  Response response;
+  return (h.agent().*method)(Deadline(10).get(), request, &response);
+}
+
+template <typename Message, typename Reader>
+grpc::Status Drain(Reader reader) {
+  std::vector<Message> messages;
+  return ReadAll(reader, &messages);
+}
+
+}  // namespace
+
+grpc::Status TryAttach(AgentHarness& h, const std::string& device) {
+  v1::AttachTrackerRequest r;
+  r.set_device(device);
+  return Unary<v1::AttachTrackerRequest, v1::AttachTrackerResponse>(
+      h, &v1::CbtAgent::Stub::AttachTracker, r);
+}
+
+grpc::Status TryDetach(AgentHarness& h, const std::string& device) {
+  v1::DetachTrackerRequest r;
+  r.set_device(device);
+  return Unary<v1::DetachTrackerRequest, v1::DetachTrackerResponse>(
+      h, &v1::CbtAgent::Stub::DetachTracker, r);
+}
+
+grpc::Status TryGetTracker(AgentHarness& h, const std::string& device) {
+  v1::GetTrackerRequest r;
+  r.set_device(device);
+  return Unary<v1::GetTrackerRequest, v1::Tracker>(h, &v1::CbtAgent::Stub::GetTracker, r);
+}
+
+grpc::Status TryGetCbtInfo(AgentHarness& h, const std::string& device) {
+  v1::GetCbtInfoRequest r;
+  r.set_device(device);
+  return Unary<v1::GetCbtInfoRequest, v1::CbtInfo>(h, &v1::CbtAgent::Stub::GetCbtInfo, r);
+}
+
+grpc::Status TryRelease(AgentHarness& h, const std::string& id) {
+  v1::ReleaseSnapshotRequest r;
+  r.set_snapshot_id(id);
+  return Unary<v1::ReleaseSnapshotRequest, v1::ReleaseSnapshotResponse>(
+      h, &v1::CbtAgent::Stub::ReleaseSnapshot, r);
+}
+
+grpc::Status TryGetSnapshot(AgentHarness& h, const std::string& id) {
+  v1::GetSnapshotRequest r;
+  r.set_snapshot_id(id);
+  return Unary<v1::GetSnapshotRequest, v1::Snapshot>(h, &v1::CbtAgent::Stub::GetSnapshot, r);
+}
+
+grpc::Status TryWatch(AgentHarness& h, const std::string& id) {
+  v1::WatchSnapshotEventsRequest r;
+  r.set_snapshot_id(id);
+  auto context = Deadline(10);
+  return Drain<v1::SnapshotEvent>(h.agent().WatchSnapshotEvents(context.get(), r));
+}
+
+grpc::Status TryReadMap(AgentHarness& h, const std::string& device, uint64_t offset,
+                        uint64_t length) {
+  v1::ReadCbtMapRequest r;
+  r.set_device(device);
+  r.set_offset(offset);
+  r.set_length(length);
+  auto context = Deadline(10);
+  return Drain<v1::CbtMapChunk>(h.agent().ReadCbtMap(context.get(), r));
+}
+
+grpc::Status TryMarkDirty(AgentHarness& h, const std::string& device,
+                          const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  v1::MarkDirtyRequest r;
+  r.set_device(device);
+  for (auto [offset, length] : ranges) {
+    auto* range = r.add_ranges();
+    range->set_offset(offset);
+    range->set_length(length);
+  }
+  return Unary<v1::MarkDirtyRequest, v1::MarkDirtyResponse>(h, &v1::CbtAgent::Stub::MarkDirty, r);
 }
 
 std::string Pattern(uint64_t length, uint32_t seed) {

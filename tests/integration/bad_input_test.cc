@@ -26,34 +26,6 @@ struct Case {
   Code code;
 };
 
-template <typename Request, typename Response, typename Method>
-grpc::Status Unary(AgentHarness& h, Method method, const Request& request) {
-  Response response;
-  return (h.agent().*method)(Deadline(10).get(), request, &response);
-}
-
-grpc::Status TryAttach(AgentHarness& h, const std::string& device) {
-  v1::AttachTrackerRequest r;
-  r.set_device(device);
-  return Unary<v1::AttachTrackerRequest, v1::AttachTrackerResponse>(
-      h, &v1::CbtAgent::Stub::AttachTracker, r);
-}
-grpc::Status TryDetach(AgentHarness& h, const std::string& device) {
-  v1::DetachTrackerRequest r;
-  r.set_device(device);
-  return Unary<v1::DetachTrackerRequest, v1::DetachTrackerResponse>(
-      h, &v1::CbtAgent::Stub::DetachTracker, r);
-}
-grpc::Status TryTracker(AgentHarness& h, const std::string& device) {
-  v1::GetTrackerRequest r;
-  r.set_device(device);
-  return Unary<v1::GetTrackerRequest, v1::Tracker>(h, &v1::CbtAgent::Stub::GetTracker, r);
-}
-grpc::Status TryCbtInfo(AgentHarness& h, const std::string& device) {
-  v1::GetCbtInfoRequest r;
-  r.set_device(device);
-  return Unary<v1::GetCbtInfoRequest, v1::CbtInfo>(h, &v1::CbtAgent::Stub::GetCbtInfo, r);
-}
 grpc::Status TryCreate(AgentHarness& h,
                        const std::function<void(v1::CreateSnapshotRequest&)>& edit) {
   v1::CreateSnapshotRequest r;
@@ -61,50 +33,8 @@ grpc::Status TryCreate(AgentHarness& h,
   r.mutable_diff_storage()->set_path(h.diff_dir());
   r.mutable_diff_storage()->set_limit_bytes(64 * kMiB);
   edit(r);
-  return Unary<v1::CreateSnapshotRequest, v1::CreateSnapshotResponse>(
-      h, &v1::CbtAgent::Stub::CreateSnapshot, r);
+  return TryCreateSnapshot(h, r);
 }
-grpc::Status TryRelease(AgentHarness& h, const std::string& id) {
-  v1::ReleaseSnapshotRequest r;
-  r.set_snapshot_id(id);
-  return Unary<v1::ReleaseSnapshotRequest, v1::ReleaseSnapshotResponse>(
-      h, &v1::CbtAgent::Stub::ReleaseSnapshot, r);
-}
-grpc::Status TryGetSnap(AgentHarness& h, const std::string& id) {
-  v1::GetSnapshotRequest r;
-  r.set_snapshot_id(id);
-  return Unary<v1::GetSnapshotRequest, v1::Snapshot>(h, &v1::CbtAgent::Stub::GetSnapshot, r);
-}
-grpc::Status TryWatch(AgentHarness& h, const std::string& id) {
-  v1::WatchSnapshotEventsRequest r;
-  r.set_snapshot_id(id);
-  auto context = Deadline(10);
-  auto reader = h.agent().WatchSnapshotEvents(context.get(), r);
-  std::vector<v1::SnapshotEvent> events;
-  return ReadAll(reader, &events);
-}
-grpc::Status TryMap(AgentHarness& h, const std::string& device, uint64_t offset, uint64_t length) {
-  v1::ReadCbtMapRequest r;
-  r.set_device(device);
-  r.set_offset(offset);
-  r.set_length(length);
-  auto context = Deadline(10);
-  auto reader = h.agent().ReadCbtMap(context.get(), r);
-  std::vector<v1::CbtMapChunk> chunks;
-  return ReadAll(reader, &chunks);
-}
-grpc::Status TryDirty(AgentHarness& h, const std::string& device,
-                      std::vector<std::pair<uint64_t, uint64_t>> ranges) {
-  v1::MarkDirtyRequest r;
-  r.set_device(device);
-  for (auto [offset, length] : ranges) {
-    auto* range = r.add_ranges();
-    range->set_offset(offset);
-    range->set_length(length);
-  }
-  return Unary<v1::MarkDirtyRequest, v1::MarkDirtyResponse>(h, &v1::CbtAgent::Stub::MarkDirty, r);
-}
-
 // Everything a malformed request must not change.
 struct Observed {
   std::string trackers;
@@ -164,9 +94,9 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
       {"detach: device in a snapshot", [](auto& h) { return TryDetach(h, kDev); },
        Code::FAILED_PRECONDITION},
       // GetTracker
-      {"tracker: empty path", [](auto& h) { return TryTracker(h, ""); }, Code::INVALID_ARGUMENT},
-      {"tracker: untracked", [](auto& h) { return TryTracker(h, kUntracked); }, Code::NOT_FOUND},
-      {"tracker: missing", [](auto& h) { return TryTracker(h, kMissing); }, Code::NOT_FOUND},
+      {"tracker: empty path", [](auto& h) { return TryGetTracker(h, ""); }, Code::INVALID_ARGUMENT},
+      {"tracker: untracked", [](auto& h) { return TryGetTracker(h, kUntracked); }, Code::NOT_FOUND},
+      {"tracker: missing", [](auto& h) { return TryGetTracker(h, kMissing); }, Code::NOT_FOUND},
       // CreateSnapshot
       {"create: no devices",
        [](auto& h) { return TryCreate(h, [](auto& r) { r.clear_devices(); }); },
@@ -246,74 +176,78 @@ TEST(BadInputTest, EveryMalformedRequestGetsItsCodeAndChangesNothing) {
       {"release: nil uuid",
        [](auto& h) { return TryRelease(h, "00000000-0000-0000-0000-000000000000"); },
        Code::NOT_FOUND},
-      {"get snapshot: empty id", [](auto& h) { return TryGetSnap(h, ""); }, Code::INVALID_ARGUMENT},
+      {"get snapshot: empty id", [](auto& h) { return TryGetSnapshot(h, ""); },
+       Code::INVALID_ARGUMENT},
       {"get snapshot: 35 characters",
-       [](auto& h) { return TryGetSnap(h, std::string(kUnknownId).substr(1)); },
+       [](auto& h) { return TryGetSnapshot(h, std::string(kUnknownId).substr(1)); },
        Code::INVALID_ARGUMENT},
       {"get snapshot: dashes misplaced",
-       [](auto& h) { return TryGetSnap(h, "0b6e1a523-c1d-4f6e-9a55-6d1f1e2c3b4a"); },
+       [](auto& h) { return TryGetSnapshot(h, "0b6e1a523-c1d-4f6e-9a55-6d1f1e2c3b4a"); },
        Code::INVALID_ARGUMENT},
-      {"get snapshot: unknown id", [](auto& h) { return TryGetSnap(h, kUnknownId); },
+      {"get snapshot: unknown id", [](auto& h) { return TryGetSnapshot(h, kUnknownId); },
        Code::NOT_FOUND},
       {"watch: malformed id", [](auto& h) { return TryWatch(h, "snap-1"); },
        Code::INVALID_ARGUMENT},
       {"watch: unknown id", [](auto& h) { return TryWatch(h, kUnknownId); }, Code::NOT_FOUND},
       // GetCbtInfo / ReadCbtMap
-      {"info: empty path", [](auto& h) { return TryCbtInfo(h, ""); }, Code::INVALID_ARGUMENT},
-      {"info: untracked", [](auto& h) { return TryCbtInfo(h, kUntracked); }, Code::NOT_FOUND},
-      {"info: missing", [](auto& h) { return TryCbtInfo(h, kMissing); }, Code::NOT_FOUND},
-      {"map: empty path", [](auto& h) { return TryMap(h, "", 0, 0); }, Code::INVALID_ARGUMENT},
-      {"map: untracked", [](auto& h) { return TryMap(h, kUntracked, 0, 0); }, Code::NOT_FOUND},
-      {"map: offset 2^64-1", [](auto& h) { return TryMap(h, kDev, kMax, 0); }, Code::OUT_OF_RANGE},
-      {"map: offset past the end", [](auto& h) { return TryMap(h, kDev, 1025, 1); },
+      {"info: empty path", [](auto& h) { return TryGetCbtInfo(h, ""); }, Code::INVALID_ARGUMENT},
+      {"info: untracked", [](auto& h) { return TryGetCbtInfo(h, kUntracked); }, Code::NOT_FOUND},
+      {"info: missing", [](auto& h) { return TryGetCbtInfo(h, kMissing); }, Code::NOT_FOUND},
+      {"map: empty path", [](auto& h) { return TryReadMap(h, "", 0, 0); }, Code::INVALID_ARGUMENT},
+      {"map: untracked", [](auto& h) { return TryReadMap(h, kUntracked, 0, 0); }, Code::NOT_FOUND},
+      {"map: offset 2^64-1", [](auto& h) { return TryReadMap(h, kDev, kMax, 0); },
        Code::OUT_OF_RANGE},
-      {"map: length 2^64-1", [](auto& h) { return TryMap(h, kDev, 0, kMax); }, Code::OUT_OF_RANGE},
-      {"map: one byte past the end", [](auto& h) { return TryMap(h, kDev, 1024, 1); },
+      {"map: offset past the end", [](auto& h) { return TryReadMap(h, kDev, 1025, 1); },
        Code::OUT_OF_RANGE},
-      {"map: straddling the end", [](auto& h) { return TryMap(h, kDev, 1000, 25); },
+      {"map: length 2^64-1", [](auto& h) { return TryReadMap(h, kDev, 0, kMax); },
+       Code::OUT_OF_RANGE},
+      {"map: one byte past the end", [](auto& h) { return TryReadMap(h, kDev, 1024, 1); },
+       Code::OUT_OF_RANGE},
+      {"map: straddling the end", [](auto& h) { return TryReadMap(h, kDev, 1000, 25); },
        Code::OUT_OF_RANGE},
       // MarkDirty
       {"dirty: empty path",
        [](auto& h) {
-         return TryDirty(h, "", {{0, 512}});
+         return TryMarkDirty(h, "", {{0, 512}});
        },
        Code::INVALID_ARGUMENT},
       {"dirty: untracked",
        [](auto& h) {
-         return TryDirty(h, kUntracked, {{0, 512}});
+         return TryMarkDirty(h, kUntracked, {{0, 512}});
        },
        Code::NOT_FOUND},
-      {"dirty: no ranges", [](auto& h) { return TryDirty(h, kDev, {}); }, Code::INVALID_ARGUMENT},
-      {"dirty: 65537 ranges", [&](auto& h) { return TryDirty(h, kDev, too_many); },
+      {"dirty: no ranges", [](auto& h) { return TryMarkDirty(h, kDev, {}); },
+       Code::INVALID_ARGUMENT},
+      {"dirty: 65537 ranges", [&](auto& h) { return TryMarkDirty(h, kDev, too_many); },
        Code::INVALID_ARGUMENT},
       {"dirty: length 0",
        [](auto& h) {
-         return TryDirty(h, kDev, {{0, 0}});
+         return TryMarkDirty(h, kDev, {{0, 0}});
        },
        Code::INVALID_ARGUMENT},
       {"dirty: offset 2^64-1",
        [](auto& h) {
-         return TryDirty(h, kDev, {{kMax, 1}});
+         return TryMarkDirty(h, kDev, {{kMax, 1}});
        },
        Code::OUT_OF_RANGE},
       {"dirty: length 2^64-1",
        [](auto& h) {
-         return TryDirty(h, kDev, {{0, kMax}});
+         return TryMarkDirty(h, kDev, {{0, kMax}});
        },
        Code::OUT_OF_RANGE},
       {"dirty: offset at the capacity",
        [&](auto& h) {
-         return TryDirty(h, kDev, {{capacity, 1}});
+         return TryMarkDirty(h, kDev, {{capacity, 1}});
        },
        Code::OUT_OF_RANGE},
       {"dirty: straddling the end",
        [&](auto& h) {
-         return TryDirty(h, kDev, {{capacity - 512, 1024}});
+         return TryMarkDirty(h, kDev, {{capacity - 512, 1024}});
        },
        Code::OUT_OF_RANGE},
       {"dirty: one bad range among good ones",
        [&](auto& h) {
-         return TryDirty(h, kDev, {{0, 512}, {capacity, 512}});
+         return TryMarkDirty(h, kDev, {{0, 512}, {capacity, 512}});
        },
        Code::OUT_OF_RANGE},
       // GetChangedExtents

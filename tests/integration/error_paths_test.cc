@@ -20,43 +20,6 @@ struct ErrorCase {
   std::string message_contains;
 };
 
-grpc::Status CbtInfoOf(AgentHarness& h, const std::string& device) {
-  v1::GetCbtInfoRequest request;
-  request.set_device(device);
-  v1::CbtInfo response;
-  return h.agent().GetCbtInfo(Deadline().get(), request, &response);
-}
-
-grpc::Status SnapshotGet(AgentHarness& h, const std::string& id) {
-  v1::GetSnapshotRequest request;
-  request.set_snapshot_id(id);
-  v1::Snapshot response;
-  return h.agent().GetSnapshot(Deadline().get(), request, &response);
-}
-
-grpc::Status MapRead(AgentHarness& h, uint64_t offset, uint64_t length) {
-  v1::ReadCbtMapRequest request;
-  request.set_device(kDev);
-  request.set_offset(offset);
-  request.set_length(length);
-  auto context = Deadline();
-  auto reader = h.agent().ReadCbtMap(context.get(), request);
-  std::vector<v1::CbtMapChunk> chunks;
-  return ReadAll(reader, &chunks);
-}
-
-grpc::Status Dirty(AgentHarness& h, std::vector<std::pair<uint64_t, uint64_t>> ranges) {
-  v1::MarkDirtyRequest request;
-  request.set_device(kDev);
-  for (auto [offset, length] : ranges) {
-    auto* r = request.add_ranges();
-    r->set_offset(offset);
-    r->set_length(length);
-  }
-  v1::MarkDirtyResponse response;
-  return h.agent().MarkDirty(Deadline().get(), request, &response);
-}
-
 class ErrorPathsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -74,38 +37,33 @@ TEST_F(ErrorPathsTest, EachErrorHasItsCode) {
   const std::string generation = Info(*harness_, kDev).generation_id();
   const std::string unknown_id = "0b6e1a52-3c1d-4f6e-9a55-6d1f1e2c3b4a";
   std::vector<ErrorCase> cases = {
-      {"empty device", [](auto& h) { return CbtInfoOf(h, ""); },
+      {"empty device", [](auto& h) { return TryGetCbtInfo(h, ""); },
        grpc::StatusCode::INVALID_ARGUMENT, "empty"},
-      {"relative device path", [](auto& h) { return CbtInfoOf(h, "dev/emu-a"); },
+      {"relative device path", [](auto& h) { return TryGetCbtInfo(h, "dev/emu-a"); },
        grpc::StatusCode::INVALID_ARGUMENT, "absolute"},
-      {"no such device", [](auto& h) { return CbtInfoOf(h, "/dev/emu-none"); },
+      {"no such device", [](auto& h) { return TryGetCbtInfo(h, "/dev/emu-none"); },
        grpc::StatusCode::NOT_FOUND, "emu-none"},
-      {"device not tracked", [](auto& h) { return CbtInfoOf(h, kUntracked); },
+      {"device not tracked", [](auto& h) { return TryGetCbtInfo(h, kUntracked); },
        grpc::StatusCode::NOT_FOUND, "emu-b"},
-      {"malformed snapshot id", [](auto& h) { return SnapshotGet(h, "not-a-uuid"); },
+      {"malformed snapshot id", [](auto& h) { return TryGetSnapshot(h, "not-a-uuid"); },
        grpc::StatusCode::INVALID_ARGUMENT, "UUID"},
-      {"unknown snapshot id", [&](auto& h) { return SnapshotGet(h, unknown_id); },
+      {"unknown snapshot id", [&](auto& h) { return TryGetSnapshot(h, unknown_id); },
        grpc::StatusCode::NOT_FOUND, unknown_id},
       {"release unknown snapshot",
-       [&](auto& h) {
-         v1::ReleaseSnapshotRequest r;
-         r.set_snapshot_id(unknown_id);
-         v1::ReleaseSnapshotResponse out;
-         return h.agent().ReleaseSnapshot(Deadline().get(), r, &out);
-       },
+       [&](auto& h) { return TryRelease(h, unknown_id); },
        grpc::StatusCode::NOT_FOUND, ""},
-      {"map offset past the end", [](auto& h) { return MapRead(h, 1025, 0); },
+      {"map offset past the end", [](auto& h) { return TryReadMap(h, kDev, 1025, 0); },
        grpc::StatusCode::OUT_OF_RANGE, "1025"},
-      {"map range past the end", [](auto& h) { return MapRead(h, 1000, 25); },
+      {"map range past the end", [](auto& h) { return TryReadMap(h, kDev, 1000, 25); },
        grpc::StatusCode::OUT_OF_RANGE, ""},
-      {"dirty range past the device", [](auto& h) { return Dirty(h, {{64 * kMiB - 512, 1024}}); },
+      {"dirty range past the device", [](auto& h) { return TryMarkDirty(h, kDev, {{64 * kMiB - 512, 1024}}); },
        grpc::StatusCode::OUT_OF_RANGE, "ranges[0]"},
-      {"dirty range of length 0", [](auto& h) { return Dirty(h, {{0, 0}}); },
+      {"dirty range of length 0", [](auto& h) { return TryMarkDirty(h, kDev, {{0, 0}}); },
        grpc::StatusCode::INVALID_ARGUMENT, "length 0"},
-      {"dirty with no ranges", [](auto& h) { return Dirty(h, {}); },
+      {"dirty with no ranges", [](auto& h) { return TryMarkDirty(h, kDev, {}); },
        grpc::StatusCode::INVALID_ARGUMENT, "empty"},
       {"dirty offset overflowing 64 bits",
-       [](auto& h) { return Dirty(h, {{UINT64_MAX - 10, 100}}); },
+       [](auto& h) { return TryMarkDirty(h, kDev, {{UINT64_MAX - 10, 100}}); },
        grpc::StatusCode::OUT_OF_RANGE, ""},
       {"snapshot without devices",
        [](auto& h) { return TryCreateSnapshot(h, {}, kMiB, ""); },
@@ -135,12 +93,7 @@ TEST_F(ErrorPathsTest, EachErrorHasItsCode) {
        [&](auto& h) { return Extents(h, kDev, unknown_id, 0).status; },
        grpc::StatusCode::FAILED_PRECONDITION, "full backup required"},
       {"detach an untracked device",
-       [](auto& h) {
-         v1::DetachTrackerRequest r;
-         r.set_device(kUntracked);
-         v1::DetachTrackerResponse out;
-         return h.agent().DetachTracker(Deadline().get(), r, &out);
-       },
+       [](auto& h) { return TryDetach(h, kUntracked); },
        grpc::StatusCode::NOT_FOUND, ""},
   };
   for (const ErrorCase& c : cases) {
@@ -156,14 +109,11 @@ TEST_F(ErrorPathsTest, EachErrorHasItsCode) {
 
 TEST_F(ErrorPathsTest, DetachWhileInSnapshotIsRefusedThenWorks) {
   v1::Snapshot s = CreateSnapshot(*harness_, {kDev}, 64 * kMiB);
-  v1::DetachTrackerRequest request;
-  request.set_device(kDev);
-  v1::DetachTrackerResponse response;
-  grpc::Status busy = harness_->agent().DetachTracker(Deadline().get(), request, &response);
+  grpc::Status busy = TryDetach(*harness_, kDev);
   EXPECT_EQ(busy.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << busy.error_message();
   Release(*harness_, s.id());
-  EXPECT_TRUE(harness_->agent().DetachTracker(Deadline().get(), request, &response).ok());
-  EXPECT_EQ(CbtInfoOf(*harness_, kDev).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(TryDetach(*harness_, kDev).ok());
+  EXPECT_EQ(TryGetCbtInfo(*harness_, kDev).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(ErrorPathsTest, DuplicateDeviceInOneSnapshotIsRefused) {
