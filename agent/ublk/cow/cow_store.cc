@@ -295,14 +295,13 @@ absl::Status CowStore::ReadPiece(uint64_t index, uint64_t in_chunk, uint64_t len
 absl::Status CowStore::ReadImage(uint64_t offset, uint64_t length, uint8_t* out) {
   if (absl::Status s = CheckRange("image read", offset, length); !s.ok()) return s;
   if (corrupted()) return CorruptedError("image read");
-  uint64_t done = 0;
-  while (done < length) {
-    const uint64_t pos = offset + done;
-    const uint64_t index = pos / chunk_size_;
-    const uint64_t in_chunk = pos - index * chunk_size_;
-    const uint64_t piece = std::min(length - done, chunk_size_ - in_chunk);
-    if (absl::Status s = ReadPiece(index, in_chunk, piece, out + done); !s.ok()) return s;
-    done += piece;
+  if (absl::Status s = ForEachChunkPiece(
+          offset, length,
+          [&](uint64_t index, uint64_t in_chunk, uint64_t n, uint64_t at) {
+            return ReadPiece(index, in_chunk, n, out + at);
+          });
+      !s.ok()) {
+    return s;
   }
   // Like blksnap, a snapshot that got corrupted meanwhile fails the read.
   if (corrupted()) return CorruptedError("image read");
@@ -357,16 +356,10 @@ absl::Status CowStore::WriteImage(uint64_t offset, uint64_t length, const uint8_
     absl::Status s = map->SetBoth(first, last - first + 1);
     if (!s.ok() && !map->corrupted()) return s;
   }
-  uint64_t done = 0;
-  while (done < length) {
-    const uint64_t pos = offset + done;
-    const uint64_t index = pos / chunk_size_;
-    const uint64_t in_chunk = pos - index * chunk_size_;
-    const uint64_t piece = std::min(length - done, chunk_size_ - in_chunk);
-    if (absl::Status s = WritePiece(index, in_chunk, piece, data + done); !s.ok()) return s;
-    done += piece;
-  }
-  return absl::OkStatus();
+  return ForEachChunkPiece(offset, length,
+                           [&](uint64_t index, uint64_t in_chunk, uint64_t n, uint64_t at) {
+                             return WritePiece(index, in_chunk, n, data + at);
+                           });
 }
 
 absl::Status CowStore::FlushImage() {

@@ -32,6 +32,7 @@
 #ifndef CBT_AGENT_UBLK_COW_COW_STORE_H_
 #define CBT_AGENT_UBLK_COW_COW_STORE_H_
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -139,6 +140,21 @@ class CowStore {
     return static_cast<uint64_t>(state - kPreservedBase) * chunk_size_;
   }
   // Reads [in_chunk, in_chunk+length) of chunk `index` (one piece of ReadImage) into `out`.
+  // Splits [offset, offset + length) at chunk boundaries and calls
+  // piece(chunk index, offset in chunk, piece length, offset of the piece in the range) for each,
+  // stopping at the first error.
+  template <typename Piece>
+  absl::Status ForEachChunkPiece(uint64_t offset, uint64_t length, Piece&& piece) const {
+    for (uint64_t done = 0; done < length;) {
+      const uint64_t pos = offset + done;
+      const uint64_t index = pos / chunk_size_;
+      const uint64_t in_chunk = pos - index * chunk_size_;
+      const uint64_t n = std::min(length - done, chunk_size_ - in_chunk);
+      if (absl::Status s = piece(index, in_chunk, n, done); !s.ok()) return s;
+      done += n;
+    }
+    return absl::OkStatus();
+  }
   absl::Status ReadPiece(uint64_t index, uint64_t in_chunk, uint64_t length, uint8_t* out);
   absl::Status WritePiece(uint64_t index, uint64_t in_chunk, uint64_t length,
                           const uint8_t* data);
