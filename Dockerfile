@@ -8,9 +8,9 @@
 # Shared libraries the binaries load, as Debian 12 packages: exactly the packages that hold the
 # binaries' DT_NEEDED libraries (libssl3, libc-ares2, libre2-9, zlib1g ... come in as their
 # dependencies). The build stage derives that set from the binaries it just linked and fails the
-# build when this list differs from it (scripts/image/runtime-packages), e.g. once the ublk
-# backend links liburing (then add liburing2); the runtime stage then runs both binaries.
-ARG RUNTIME_PACKAGES="libc6 libgcc-s1 libstdc++6 libabsl20220623 libprotobuf32 libgrpc29 libgrpc++1.51"
+# build when this list differs from it (scripts/image/runtime-packages); liburing2 is the ublk
+# backend's. The runtime stage then runs both binaries.
+ARG RUNTIME_PACKAGES="libc6 libgcc-s1 libstdc++6 libabsl20220623 libprotobuf32 libgrpc29 libgrpc++1.51 liburing2"
 # Set by scripts/build-image from project(... VERSION ...) in CMakeLists.txt.
 ARG VERSION=0.0.0-dev
 

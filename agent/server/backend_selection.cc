@@ -5,6 +5,7 @@
 #include "blksnap/flavour.h"
 #include "blksnap/kernel.h"
 #include "blksnap/remote_kernel.h"
+#include "ublk/backend/ublk_backend.h"
 
 namespace cbt::agent {
 namespace {
@@ -63,6 +64,13 @@ absl::StatusOr<std::unique_ptr<Backend>> StartBlksnap(const AgentOptions& option
   return blksnap::NewBlksnapBackend(std::move(*kernel), blksnap_options, events, state);
 }
 
+absl::StatusOr<std::unique_ptr<Backend>> StartUblk(std::string why, EventSink* events,
+                                                   StateStore* state) {
+  ublk::UblkBackendOptions ublk_options;
+  ublk_options.selection_reason = std::move(why);
+  return ublk::NewUblkBackend(ublk_options, events, state);
+}
+
 }  // namespace
 
 absl::StatusOr<BackendChoice> SelectBackend(const AgentOptions& options, EventSink* events,
@@ -75,7 +83,10 @@ absl::StatusOr<BackendChoice> SelectBackend(const AgentOptions& options, EventSi
     return choice;
   }
   if (options.backend == "ublk") {
-    return absl::UnimplementedError("--backend=ublk: the ublk backend is not built yet");
+    auto backend = StartUblk("--backend=ublk", events, state);
+    if (!backend.ok()) return backend.status();
+    choice.backend = std::move(*backend);
+    return choice;
   }
   if (options.backend != "auto") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -90,8 +101,20 @@ absl::StatusOr<BackendChoice> SelectBackend(const AgentOptions& options, EventSi
       backend.status().code() != absl::StatusCode::kUnavailable) {
     return backend.status();
   }
-  choice.unavailable_reason = absl::StrCat("blksnap: ", backend.status().message(),
-                                           "; ublk: not built into this agent yet");
+  const std::string blksnap_reason(backend.status().message());
+  // A state file of one backend is not reused by the other (StateStore's backend field).
+  auto ublk = StartUblk(absl::StrCat("auto: blksnap unavailable (", blksnap_reason, ")"),
+                        events, state);
+  if (ublk.ok()) {
+    choice.backend = std::move(*ublk);
+    return choice;
+  }
+  if (ublk.status().code() != absl::StatusCode::kNotFound &&
+      ublk.status().code() != absl::StatusCode::kUnavailable) {
+    return ublk.status();
+  }
+  choice.unavailable_reason =
+      absl::StrCat("blksnap: ", blksnap_reason, "; ublk: ", ublk.status().message());
   choice.backend = std::make_unique<UnavailableBackend>(choice.unavailable_reason);
   return choice;
 }

@@ -48,6 +48,27 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
 
 }  // namespace
 
+absl::Status WriteFileAtomically(const std::string& path, const std::string& data) {
+  const std::string temporary = absl::StrCat(path, ".tmp");
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoError(absl::StrCat("cannot create ", temporary), errno);
+  absl::Status status = WriteAll(fd, data, temporary);
+  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(absl::StrCat("fsync ", temporary), errno);
+  ::close(fd);
+  if (!status.ok()) return status;
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    return ErrnoError(absl::StrCat("cannot replace ", path), errno);
+  }
+  const std::string directory = path.substr(0, path.find_last_of('/') + 1);
+  const int dir = ::open(directory.empty() ? "." : directory.c_str(),
+                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& directory) {
   if (directory.empty() || directory[0] != '/') {
     return absl::InvalidArgumentError(
@@ -85,21 +106,9 @@ absl::Status StateStore::SaveLocked(const cbtagent::state::AgentState& state) {
   if (!google::protobuf::TextFormat::PrintToString(state, &text)) {
     return absl::InternalError("cannot serialize agent state");
   }
-  const std::string path = absl::StrCat(directory_, "/", kStateFile);
-  const std::string temporary = absl::StrCat(path, ".tmp");
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(absl::StrCat("cannot create ", temporary), errno);
-  absl::Status status = WriteAll(fd, text, temporary);
-  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(absl::StrCat("fsync ", temporary), errno);
-  ::close(fd);
-  if (!status.ok()) return status;
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    return ErrnoError(absl::StrCat("cannot replace ", path), errno);
-  }
-  const int dir = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
+  if (absl::Status status = WriteFileAtomically(absl::StrCat(directory_, "/", kStateFile), text);
+      !status.ok()) {
+    return status;
   }
   state_ = state;
   return absl::OkStatus();

@@ -14,6 +14,10 @@
 
 namespace cbt::agent {
 
+// Replaces `path` with `data` atomically and durably (temporary file, fsync, rename, fsync of
+// the directory), mode 0600.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& data);
+
 class StateStore {
  public:
   // Creates `directory` (mode 0700) if needed and loads the state file if present. A state file

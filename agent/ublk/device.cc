@@ -282,6 +282,21 @@ absl::Status UblkDevice::Delete() {
   return stopped.ok() ? status : stopped;
 }
 
+absl::Status UblkDevice::HandOver() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != State::kRunning) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ublk device ", id(), " is not running; nothing to hand over"));
+  }
+  if (!(info_.flags & kFUserRecovery)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ublk device ", id(), " has no USER_RECOVERY; handing it over would remove it"));
+  }
+  AbandonQueues();
+  state_ = State::kStopped;  // not ours any more: the destructor must not STOP_DEV / DEL_DEV
+  return absl::OkStatus();
+}
+
 absl::Status UblkDevice::Quiesce(absl::Duration timeout) {
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time deadline = absl::Now() + timeout;

@@ -9,7 +9,7 @@
 // END_USER_RECOVERY. Requests queued while no server ran are then served; with
 // USER_RECOVERY_REISSUE the ones the dead server held are re-issued too.
 // Stop(): resume the queues, STOP_DEV, join them, close /dev/ublkcN. Delete(): DEL_DEV (after
-// Stop). The destructor does both for a device still running.
+// Stop). The destructor does both for a device still running, unless it was handed over.
 //
 // A process killed while serving leaves a USER_RECOVERY device QUIESCED (I/O waits) for
 // Recover(); without USER_RECOVERY the kernel removes the disk.
@@ -84,6 +84,11 @@ class UblkDevice {
   absl::Status Stop();
   // Stops first if needed.
   absl::Status Delete();
+  // Leaves a USER_RECOVERY device to the next server (agent upgrade or restart): the queue
+  // threads end and /dev/ublkcN is closed without STOP_DEV, so the kernel quiesces the device
+  // and requeues what was held; the destructor then leaves it alone. Quiesce() first so that no
+  // request is half-served. FailedPrecondition for a device without USER_RECOVERY.
+  absl::Status HandOver();
 
   // Every queue: no request in the target, new ones held (see UblkQueue). On failure (timeout)
   // every queue is resumed.

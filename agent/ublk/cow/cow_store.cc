@@ -40,7 +40,7 @@ bool IsAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kIoAlign
 
 absl::StatusOr<std::unique_ptr<CowStore>> CowStore::Create(int origin_fd, uint64_t capacity,
                                                            uint64_t chunk_size,
-                                                           std::unique_ptr<DiffStorage> storage) {
+                                                           std::shared_ptr<DiffStorage> storage) {
   if (storage == nullptr) return absl::InvalidArgumentError("no diff storage given");
   if (!IsPowerOfTwo(chunk_size) || chunk_size < kIoAlign || chunk_size > kMaxChunkSize) {
     return absl::InvalidArgumentError(absl::StrCat("chunk size ", chunk_size,
@@ -101,7 +101,7 @@ absl::StatusOr<std::unique_ptr<CowStore>> CowStore::Create(int origin_fd, uint64
 }
 
 CowStore::CowStore(int origin_fd, uint64_t capacity, uint64_t chunk_size,
-                   std::unique_ptr<DiffStorage> storage)
+                   std::shared_ptr<DiffStorage> storage)
     : origin_fd_(origin_fd),
       capacity_(capacity),
       chunk_size_(chunk_size),

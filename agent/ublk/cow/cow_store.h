@@ -57,10 +57,12 @@ class CowStore {
   // and must stay open while the store lives); capacity in bytes (a positive multiple of 512, at
   // most the origin's size); chunk_size a power of two in [4096, 64 MiB], equal to the chunk
   // size `storage` was opened with. FailedPrecondition when the diff storage lives on the origin
-  // itself (a file on the origin block device, or the same file/device).
+  // itself (a file on the origin block device, or the same file/device). One storage may be
+  // shared by the stores of every device in a snapshot: slots are handed out by the storage, so
+  // the devices share its limit as blksnap's do.
   static absl::StatusOr<std::unique_ptr<CowStore>> Create(int origin_fd, uint64_t capacity,
                                                           uint64_t chunk_size,
-                                                          std::unique_ptr<DiffStorage> storage);
+                                                          std::shared_ptr<DiffStorage> storage);
 
   ~CowStore();
   CowStore(const CowStore&) = delete;
@@ -122,7 +124,7 @@ class CowStore {
   static constexpr size_t kWriteLocks = 64;
 
   CowStore(int origin_fd, uint64_t capacity, uint64_t chunk_size,
-           std::unique_ptr<DiffStorage> storage);
+           std::shared_ptr<DiffStorage> storage);
 
   // Bytes of chunk `index` that lie inside the capacity.
   uint64_t ChunkLength(uint64_t index) const;
@@ -163,7 +165,7 @@ class CowStore {
   const uint64_t capacity_;
   const uint64_t chunk_size_;
   const uint64_t chunk_count_;
-  const std::unique_ptr<DiffStorage> storage_;
+  const std::shared_ptr<DiffStorage> storage_;
   const std::unique_ptr<std::atomic<uint32_t>[]> state_;
 
   std::atomic<int> error_{0};
