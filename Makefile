@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test bench clean
+.PHONY: all deps configure build test bench demo clean
 
 all: build
 
@@ -19,6 +19,10 @@ build: configure
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+
+# An incremental-backup cycle against a real kernel (here, or in the bundled qemu guest).
+demo:
+	scripts/demo/run $(BUILD_DIR)
 
 bench: build
 	scripts/run-benchmarks $(BUILD_DIR)

@@ -19,7 +19,7 @@ write_at "$proxy" $((32 << 20)) $((8 << 20)) "$scratch/old"
 before=$(sum_of "$proxy" 0 $size)
 
 # Full backup.
-id1=$(snapshot_create 64M "$scratch" "$origin")
+id1=$(snapshot_create 64M "$diff_dir" "$origin")
 check "snapshot 1 ($id1)" test -n "$id1"
 read -r gen1 k1 <<< "$(cbt_info "$origin")"
 image=$(image_of "$id1" "$origin")
@@ -61,7 +61,7 @@ expected() {  # the written ranges rounded out to CBT blocks, merged: "offset le
     { if (n && $1 <= o + l) { e = $1 + $2; if (e > o + l) l = e - o } else { if (n) print o, l; o = $1; l = $2; n = 1 } }
     END { if (n) print o, l }'
 }
-id2=$(snapshot_create 64M "$scratch" "$origin")
+id2=$(snapshot_create 64M "$diff_dir" "$origin")
 check "snapshot 2 ($id2)" test -n "$id2"
 got=$(extents "$origin" "$gen1" "$k1")
 expect_eq "changed extents since snapshot 1 = the written ranges" "$(expected "${writes[@]}")" "$got"
@@ -78,7 +78,7 @@ check "release snapshot 2" ctl snapshot release "$id2"
 # Only new writes show up in the next incremental.
 more=("$((50 << 20)) 4096")
 write_at "$proxy" $((50 << 20)) 4096 "$scratch/new"
-id3=$(snapshot_create 64M "$scratch" "$origin")
+id3=$(snapshot_create 64M "$diff_dir" "$origin")
 expect_eq "extents since snapshot 2 show only the new write" "$(expected "${more[@]}")" \
   "$(extents "$origin" "$gen2" "$k2")"
 check "release snapshot 3" ctl snapshot release "$id3"

@@ -11,6 +11,10 @@ done
 
 sock=$scratch/agent.sock
 state_dir=$scratch/state
+# Diff storage for snapshots: the agent allows only listed directories, by default the "diff"
+# directory in its state directory.
+diff_dir=$state_dir/diff
+mkdir -p "$diff_dir"
 agent_pid=""
 agent_log=""
 loops=()

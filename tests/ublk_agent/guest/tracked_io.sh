@@ -48,7 +48,7 @@ for w in "${writes[@]}"; do
 done
 
 # The map is the read map: what changed up to the last take. Take one to see the writes.
-id=$(snapshot_create 16M "$scratch" "$origin")
+id=$(snapshot_create 16M "$diff_dir" "$origin")
 check "snapshot to publish the writes in the read map ($id)" test -n "$id"
 check "release it" ctl snapshot release "$id"
 cbt_map_file "$origin" "$scratch/map1"
@@ -57,7 +57,7 @@ expect_eq "CBT marks exactly the written blocks" "$want_ranges" "$(marked_blocks
 # DISCARD and WRITE_ZEROES through the proxy change content: they are marked like writes.
 blkdiscard -o $((32 << 20)) -l $((bs * 2)) "$proxy" 2> "$scratch/discard.err" || fail "blkdiscard" "$(cat "$scratch/discard.err")"
 blkdiscard -z -o $((48 << 20)) -l "$bs" "$proxy" 2> "$scratch/zero.err" || fail "blkdiscard -z" "$(cat "$scratch/zero.err")"
-id=$(snapshot_create 16M "$scratch" "$origin")
+id=$(snapshot_create 16M "$diff_dir" "$origin")
 check "release the second snapshot" ctl snapshot release "$id"
 info=($(cbt_info "$origin"))
 base=$((info[1] - 1))
