@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -141,6 +142,18 @@ class BlksnapBackend final : public agent::Backend {
   void DropTrackers(const std::vector<std::string>& resolved_paths);
   absl::Status PersistSnapshot(const Snapshot& snapshot);
   void ForgetSnapshotRecords(const std::vector<std::string>& ids);
+  // The pending record of a CreateSnapshot (orphan policy, blksnap_backend.h): written before
+  // SNAPSHOT_CREATE, given the id right after it, replaced by PersistSnapshot after the take.
+  absl::Status PersistIntent(const std::string& intent, const std::vector<ResolvedDevice>& devices,
+                             const agent::DiffStorageSpec& diff_storage,
+                             const std::vector<Uuid>& preexisting);
+  absl::Status RecordIntentId(const std::string& intent, const Uuid& id);
+  void ForgetIntent(const std::string& intent);
+  // Start-up: which snapshot, if any, the pending `record` left in the kernel. `alive` is what
+  // the kernel lists, `explained` every id some record (or an earlier orphan) accounts for.
+  std::optional<Uuid> FindOrphan(const cbtagent::state::SnapshotRecord& record,
+                                 const std::vector<Uuid>& alive,
+                                 const std::set<std::string>& explained);
 
   absl::StatusOr<std::vector<Uuid>> Collect();
   // Stops `watcher` without waiting for it; it is joined once its thread has ended. (ops_mu_)
@@ -377,6 +390,89 @@ void BlksnapBackend::ForgetSnapshotRecords(const std::vector<std::string>& ids) 
   }
 }
 
+absl::Status BlksnapBackend::PersistIntent(const std::string& intent,
+                                           const std::vector<ResolvedDevice>& devices,
+                                           const agent::DiffStorageSpec& diff_storage,
+                                           const std::vector<Uuid>& preexisting) {
+  if (state_ == nullptr) return absl::OkStatus();
+  return state_->Update([&](cbtagent::state::AgentState& state) {
+    state.set_backend(kBackendName);
+    cbtagent::state::SnapshotRecord* record = state.add_snapshots();
+    record->set_pending(true);
+    record->set_intent(intent);
+    for (const ResolvedDevice& device : devices) record->add_devices(device.device);
+    record->set_diff_storage_path(diff_storage.path);
+    record->set_diff_storage_limit_bytes(diff_storage.limit_bytes);
+    record->set_created_unix_nanos(absl::ToUnixNanos(absl::Now()));
+    for (const Uuid& id : preexisting) record->add_preexisting_ids(id.ToString());
+  });
+}
+
+absl::Status BlksnapBackend::RecordIntentId(const std::string& intent, const Uuid& id) {
+  if (state_ == nullptr) return absl::OkStatus();
+  return state_->Update([&](cbtagent::state::AgentState& state) {
+    for (cbtagent::state::SnapshotRecord& record : *state.mutable_snapshots()) {
+      if (record.pending() && record.intent() == intent) {
+        record.set_id(id.ToString());
+        record.clear_preexisting_ids();  // the id says it all now
+      }
+    }
+  });
+}
+
+void BlksnapBackend::ForgetIntent(const std::string& intent) {
+  if (state_ == nullptr || intent.empty()) return;
+  absl::Status status = state_->Update([&](cbtagent::state::AgentState& state) {
+    auto* records = state.mutable_snapshots();
+    for (int i = records->size() - 1; i >= 0; --i) {
+      if (records->Get(i).pending() && records->Get(i).intent() == intent) {
+        records->DeleteSubrange(i, 1);
+      }
+    }
+  });
+  if (!status.ok()) {
+    agent::LogWarning("blksnap", "cannot remove a snapshot intent from the state: %s",
+                      status.ToString().c_str());
+  }
+}
+
+std::optional<Uuid> BlksnapBackend::FindOrphan(const cbtagent::state::SnapshotRecord& record,
+                                               const std::vector<Uuid>& alive,
+                                               const std::set<std::string>& explained) {
+  if (!record.id().empty()) {
+    for (const Uuid& id : alive) {
+      if (id.ToString() == record.id()) return id;
+    }
+    agent::LogInfo("blksnap",
+                   "interrupted snapshot creation %s: the kernel no longer holds the snapshot",
+                   record.id().c_str());
+    return std::nullopt;
+  }
+  // Killed between SNAPSHOT_CREATE and learning its id: the orphan, if CREATE ran, is the
+  // snapshot that appeared since the intent and that nothing else accounts for.
+  const std::set<std::string> before(record.preexisting_ids().begin(),
+                                     record.preexisting_ids().end());
+  std::vector<Uuid> candidates;
+  for (const Uuid& id : alive) {
+    const std::string text = id.ToString();
+    if (before.count(text) == 0 && explained.count(text) == 0) candidates.push_back(id);
+  }
+  if (candidates.size() == 1) return candidates[0];
+  if (candidates.empty()) {
+    agent::LogInfo("blksnap",
+                   "interrupted snapshot creation (intent %s) left no snapshot in the kernel",
+                   record.intent().c_str());
+  } else {
+    agent::LogWarning(
+        "blksnap",
+        "interrupted snapshot creation (intent %s): %zu snapshots appeared in the kernel since, "
+        "and without the id the agent cannot tell its own from another tool's; none is released "
+        "(they are listed with known_to_agent=false; release the agent's by hand)",
+        record.intent().c_str(), candidates.size());
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<std::vector<Uuid>> BlksnapBackend::Collect() {
   std::vector<Uuid> ids;
   if (int err = control_->Collect(&ids); err != 0) {
@@ -480,12 +576,41 @@ absl::Status BlksnapBackend::Init() {
     *kept.add_trackers() = record;
   }
 
-  // Snapshots: keep those the kernel still holds and watch their events again.
+  // Snapshots: keep the complete ones the kernel still holds and watch their events again;
+  // release the orphans of interrupted CreateSnapshot calls (pending records).
   absl::StatusOr<std::vector<Uuid>> listed = Collect();
   if (!listed.ok()) return listed.status();
   std::set<std::string> alive;
   for (const Uuid& id : *listed) alive.insert(id.ToString());
+  std::set<std::string> explained;
   for (const cbtagent::state::SnapshotRecord& record : stored.snapshots()) {
+    if (!record.id().empty()) explained.insert(record.id());
+  }
+  for (const cbtagent::state::SnapshotRecord& record : stored.snapshots()) {
+    if (!record.pending()) continue;
+    std::optional<Uuid> orphan = FindOrphan(record, *listed, explained);
+    if (!orphan.has_value()) continue;
+    const std::string id_text = orphan->ToString();
+    explained.insert(id_text);
+    const int err = control_->Destroy(*orphan);
+    if (err != 0 && err != ENODEV) {
+      agent::LogWarning("blksnap",
+                        "orphan snapshot %s (creation interrupted by an agent crash): release "
+                        "failed: %s (errno %d); retried at the next start",
+                        id_text.c_str(), agent::ErrnoText(err).c_str(), err);
+      cbtagent::state::SnapshotRecord* kept_record = kept.add_snapshots();
+      *kept_record = record;
+      kept_record->set_id(id_text);
+      continue;
+    }
+    alive.erase(id_text);
+    agent::LogInfo("blksnap",
+                   "released orphan snapshot %s: its creation (devices %s) was interrupted by "
+                   "an agent crash and never reported to a caller",
+                   id_text.c_str(), absl::StrJoin(record.devices(), ", ").c_str());
+  }
+  for (const cbtagent::state::SnapshotRecord& record : stored.snapshots()) {
+    if (record.pending()) continue;
     absl::StatusOr<Uuid> id = ParseUuid(record.id());
     if (!id.ok() || alive.count(id->ToString()) == 0) {
       agent::LogInfo("blksnap", "snapshot %s no longer exists; forgetting it", record.id().c_str());
@@ -754,6 +879,20 @@ absl::StatusOr<SnapshotState> BlksnapBackend::CreateSnapshot(
     }
   }
 
+  // The intent goes to the state before the kernel has anything (orphan policy).
+  std::string intent;
+  if (state_ != nullptr) {
+    absl::StatusOr<std::vector<Uuid>> before = Collect();
+    if (!before.ok()) return before.status();
+    intent = NewRandomUuid().ToString();
+    if (absl::Status status = PersistIntent(intent, resolved, diff_storage, *before);
+        !status.ok()) {
+      return absl::Status(status.code(),
+                          absl::StrCat("cannot record the snapshot intent in the agent state: ",
+                                       status.message()));
+    }
+  }
+
   // CREATE
   Uuid id;
   const std::string create_context =
@@ -761,6 +900,7 @@ absl::StatusOr<SnapshotState> BlksnapBackend::CreateSnapshot(
                    diff_storage.limit_bytes, " bytes)");
   if (int err = control_->Create(diff_storage.limit_bytes / kSectorBytes, diff_path, &id);
       err != 0) {
+    ForgetIntent(intent);
     return ErrnoStatus(err, create_context);
   }
   const std::string id_text = id.ToString();
@@ -782,12 +922,21 @@ absl::StatusOr<SnapshotState> BlksnapBackend::CreateSnapshot(
       snapshot->watcher->Stop();
     }
     if (int err = control_->Destroy(id); err != 0 && err != ENODEV) {
+      // The pending record stays: the next start releases the snapshot.
       agent::LogWarning("blksnap", "rollback: destroying snapshot %s failed: %s (errno %d)", id_text.c_str(),
                  agent::ErrnoText(err).c_str(), err);
+    } else {
+      ForgetIntent(intent);
     }
     return absl::Status(error.code(), absl::StrCat(error.message(), " (snapshot ", id_text,
                                                    " was rolled back)"));
   };
+
+  if (absl::Status status = RecordIntentId(intent, id); !status.ok()) {
+    return rollback(absl::Status(
+        status.code(), absl::StrCat("cannot record snapshot ", id_text, " in the agent state: ",
+                                    status.message())));
+  }
 
   // SNAPSHOTADD per device
   for (size_t i = 0; i < resolved.size(); ++i) {

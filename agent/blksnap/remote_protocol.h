@@ -32,6 +32,17 @@
 //   kReadDevice    req: arg[0] = byte offset, arg[1] = length (<= kMaxPayload), payload = path
 //                  resp (OK): payload = data
 // Larger device I/O is split by the client into pieces of at most kMaxPayload bytes.
+//
+// Fault injection and inspection (test harness, same status convention):
+//   kArmKill       req: arg[0] = ioctl kind (tests/blksnap_emulator IoctlKind), arg[1] = N
+//                  (>= 1; 0 disarms), arg[2] = pid (0: any client). Right after the emulator
+//                  has executed the N-th SUCCESSFUL ioctl of that kind (counted from arming) for
+//                  a matching client, it sends SIGKILL to that client process instead of the
+//                  response, and executes no further request of that process. One-shot.
+//   kKillState     resp: arg[0] = 1 once fired, arg[1] = killed pid, arg[2] = matching calls
+//                  counted so far
+//   kListSnapshots resp: payload = one line per snapshot the emulated module holds:
+//                  "<uuid> taken=<0|1> corrupted=<0|1> devices=<maj:min>[,<maj:min>...]\n"
 #ifndef CBT_AGENT_BLKSNAP_REMOTE_PROTOCOL_H_
 #define CBT_AGENT_BLKSNAP_REMOTE_PROTOCOL_H_
 
@@ -68,6 +79,10 @@ enum class Op : uint16_t {
   kResizeDevice = 104,
   kWriteDevice = 105,
   kReadDevice = 106,
+  // Fault injection and inspection.
+  kArmKill = 107,
+  kKillState = 108,
+  kListSnapshots = 109,
 };
 
 struct MessageHeader {

@@ -52,6 +52,8 @@ absl::Status ApplyGlobal(const std::string& name, const std::optional<std::strin
     global->tls_key = *value;
   } else if (name == "tls-server-name") {
     global->tls_server_name = *value;
+  } else if (name == "token-file") {
+    global->token_file = *value;
   } else if (name == "timeout") {
     double seconds = 0;
     if (!absl::SimpleAtod(*value, &seconds) || !std::isfinite(seconds) || seconds < 0 ||

@@ -25,6 +25,8 @@ struct GlobalOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_server_name;
+  // A file holding a bearer token, sent as "authorization: Bearer <token>" (TLS only).
+  std::string token_file;
   bool insecure = false;
   // Unset: kDefaultTimeoutSeconds for unary calls, no deadline for streams. 0: no deadline.
   std::optional<double> timeout_seconds;

@@ -14,6 +14,9 @@ const std::vector<OptionSpec>& GlobalOptionSpecs() {
       {"tls_cert", "FILE", "PEM client certificate for mutual TLS (with --tls_key)"},
       {"tls_key", "FILE", "PEM private key of --tls_cert"},
       {"tls_server_name", "NAME", "expected name in the agent's certificate (TLS only)"},
+      {"token_file", "FILE",
+       "file with a bearer token for the agent's --auth_tokens_file (TLS only; a file keeps it "
+       "out of ps)"},
       {"insecure", "", "plaintext TCP (no TLS); unix sockets are always plaintext"},
       {"timeout", "SECONDS",
        "deadline per call (default 30; streams have none unless given; 0 = none)"},

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace cbt::cbtctl {
@@ -31,6 +32,11 @@ absl::Status ValidateConnectionOptions(const GlobalOptions& options) {
                        !options.tls_key.empty() || !options.tls_server_name.empty();
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (!options.token_file.empty() && (IsUnixAddress(options.address) || options.insecure)) {
+    // gRPC sends call credentials only over a secure channel, and a token must not travel in
+    // the clear anyway.
+    return absl::InvalidArgumentError("--token_file needs a TLS connection");
   }
   if (IsUnixAddress(options.address)) {
     if (any_tls) {
@@ -70,6 +76,17 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const GlobalOptions& opti
       arguments.SetSslTargetNameOverride(options.tls_server_name);
     }
     credentials = grpc::SslCredentials(ssl);
+    if (!options.token_file.empty()) {
+      auto token = ReadPem(options.token_file, "--token_file");
+      if (!token.ok()) return token.status();
+      const std::string trimmed(absl::StripAsciiWhitespace(*token));
+      if (trimmed.empty() || trimmed.find_first_of(" \t\r\n") != std::string::npos) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("--token_file ", options.token_file, ": expected one token"));
+      }
+      credentials =
+          grpc::CompositeChannelCredentials(credentials, grpc::AccessTokenCredentials(trimmed));
+    }
   }
   return grpc::CreateCustomChannel(options.address, credentials, arguments);
 }

@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +31,7 @@
 #include "server/health_service.h"
 #include "server/listeners.h"
 #include "server/metrics.h"
+#include "server/security_setup.h"
 #include "state/state_store.h"
 
 ABSL_FLAG(std::vector<std::string>, listen, {"unix:/run/cbt-agent/agent.sock"},
@@ -49,6 +53,27 @@ ABSL_FLAG(std::string, metrics_listen, "", "host:port for Prometheus metrics at 
 ABSL_FLAG(std::string, health_listen, "",
           "host:port of a plaintext listener that serves only grpc.health.v1 (for kubelet "
           "probes), keeping the API itself off the network.");
+ABSL_FLAG(std::string, authz_policy, "",
+          "Authorization policy file: 'grant read|write cert-cn:NAME|cert-san:NAME|token:NAME' "
+          "and 'unix write|read|none' lines. TCP callers need a grant; Unix-socket callers get "
+          "write unless the policy says otherwise.");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Bearer tokens, one '<token> <name> read|write [expires=<RFC 3339>]' per line; the "
+          "file must not be readable by others.");
+ABSL_FLAG(std::vector<std::string>, device_allow, {"/dev/*"},
+          "fnmatch pattern (FNM_PATHNAME) the resolved path of every device a request names must "
+          "match; only block devices pass. Repeatable.");
+ABSL_FLAG(std::vector<std::string>, diff_storage_allow, {},
+          "Directory (or block device) under which snapshot diff storage must resolve. "
+          "Repeatable; default <state_dir>/diff.");
+ABSL_FLAG(uint32_t, max_receive_message_bytes, 4 * 1024 * 1024,
+          "Largest request message accepted (bytes); larger ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint32_t, max_concurrent_streams, 128,
+          "Server streams (WatchSnapshotEvents, ReadCbtMap, GetChangedExtents) open at once; "
+          "more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, max_stream_duration, absl::Minutes(10),
+          "How long a server stream may run before it ends with DEADLINE_EXCEEDED ('inf': no "
+          "limit).");
 ABSL_FLAG(std::string, blksnap_emulator_socket, "",
           "Testing only: send the blksnap backend's system calls to a blksnap-emulator.");
 
@@ -59,24 +84,33 @@ constexpr char kServiceName[] = "cbtagent.v1.CbtAgent";
 
 void Log(const std::string& message) { std::fprintf(stderr, "cbt-agent: %s\n", message.c_str()); }
 
-// absl keeps only the last value of a repeated flag; --listen is documented as repeatable,
-// so every occurrence is folded into one comma-separated value first.
-std::vector<char*> FoldRepeatedListen(int argc, char** argv, std::string* folded) {
-  std::vector<std::string> values;
+// absl keeps only the last value of a repeated flag; these are documented as repeatable, so
+// every occurrence of each is folded into one comma-separated value first.
+constexpr const char* kRepeatableFlags[] = {"listen", "device_allow", "diff_storage_allow"};
+
+std::vector<char*> FoldRepeatedFlags(int argc, char** argv, std::vector<std::string>* folded) {
+  std::vector<std::vector<std::string>> values(std::size(kRepeatableFlags));
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (i > 0 && (arg == "--listen" || arg == "-listen") && i + 1 < argc) {
-      values.push_back(argv[++i]);
-    } else if (i > 0 && (arg.rfind("--listen=", 0) == 0 || arg.rfind("-listen=", 0) == 0)) {
-      values.push_back(arg.substr(arg.find('=') + 1));
-    } else {
-      rest.push_back(argv[i]);
+    bool taken = false;
+    for (size_t f = 0; i > 0 && f < std::size(kRepeatableFlags) && !taken; ++f) {
+      const std::string name = kRepeatableFlags[f];
+      if ((arg == "--" + name || arg == "-" + name) && i + 1 < argc) {
+        values[f].push_back(argv[++i]);
+        taken = true;
+      } else if (arg.rfind("--" + name + "=", 0) == 0 || arg.rfind("-" + name + "=", 0) == 0) {
+        values[f].push_back(arg.substr(arg.find('=') + 1));
+        taken = true;
+      }
     }
+    if (!taken) rest.push_back(argv[i]);
   }
-  if (!values.empty()) {
-    *folded = "--listen=" + absl::StrJoin(values, ",");
-    rest.push_back(folded->data());
+  folded->reserve(std::size(kRepeatableFlags));  // no reallocation: rest points into it
+  for (size_t f = 0; f < std::size(kRepeatableFlags); ++f) {
+    if (values[f].empty()) continue;
+    folded->push_back(absl::StrCat("--", kRepeatableFlags[f], "=", absl::StrJoin(values[f], ",")));
+    rest.push_back(folded->back().data());
   }
   return rest;
 }
@@ -103,6 +137,25 @@ absl::StatusOr<AgentOptions> OptionsFromFlags() {
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.blksnap_emulator_socket = absl::GetFlag(FLAGS_blksnap_emulator_socket);
+  options.authz_policy = absl::GetFlag(FLAGS_authz_policy);
+  options.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  options.device_allow = absl::GetFlag(FLAGS_device_allow);
+  options.diff_storage_allow = absl::GetFlag(FLAGS_diff_storage_allow);
+  options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  if (options.max_receive_message_bytes < 64 * 1024 ||
+      options.max_receive_message_bytes > 1024 * 1024 * 1024) {
+    return absl::InvalidArgumentError(
+        "--max_receive_message_bytes must lie between 65536 and 1073741824");
+  }
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (options.max_concurrent_streams == 0) {
+    return absl::InvalidArgumentError("--max_concurrent_streams must be at least 1");
+  }
+  options.max_stream_duration = absl::GetFlag(FLAGS_max_stream_duration);
+  if (options.max_stream_duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--max_stream_duration must be positive ('inf' for no limit)");
+  }
   return options;
 }
 
@@ -124,8 +177,8 @@ int AgentMain(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "cbt-agent: per-node gRPC agent for changed-block tracking and snapshots.");
-  std::string folded;
-  std::vector<char*> args = FoldRepeatedListen(argc, argv, &folded);
+  std::vector<std::string> folded;
+  std::vector<char*> args = FoldRepeatedFlags(argc, argv, &folded);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   auto options = OptionsFromFlags();
   if (!options.ok()) return Fail(options.status());
@@ -141,6 +194,9 @@ int AgentMain(int argc, char** argv) {
 
   auto state = StateStore::Open(options->state_dir);
   if (!state.ok()) return Fail(state.status());
+  // Before the backend starts: a security setting that is wrong stops the daemon right away.
+  auto security = SetUpSecurity(*options);
+  if (!security.ok()) return Fail(security.status());
   EventHub events;
   Metrics metrics;
   auto choice = SelectBackend(*options, &events, state->get());
@@ -173,7 +229,8 @@ int AgentMain(int argc, char** argv) {
   if (!listeners.ok()) return Fail(listeners.status());
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   AgentService service(&backend, &events, &metrics,
-                       NodeFacts{CBT_AGENT_VERSION, KernelRelease(), choice->unavailable_reason});
+                       NodeFacts{CBT_AGENT_VERSION, KernelRelease(), choice->unavailable_reason},
+                       security->safeguards());
   HealthService api_health(&health);
   grpc::ServerBuilder builder;
   std::vector<int> ports(listeners->size(), 0);
@@ -182,7 +239,12 @@ int AgentMain(int argc, char** argv) {
   }
   builder.RegisterService(&service);
   builder.RegisterService(&api_health);
-  builder.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  // gRPC's transport refuses larger messages before any handler sees them, and so without a
+  // trace in the log. It gets twice the limit, so that a request over the limit is still
+  // parsed, refused and logged by the handler (call_scope.h); only beyond twice the limit is
+  // a request refused silently.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<uint64_t>(2ull * options->max_receive_message_bytes, INT32_MAX)));
   // Sockets are created with the configured mode from the start (no window with looser bits).
   const mode_t old_umask = ::umask(~options->socket_mode & 0777);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

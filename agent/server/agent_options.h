@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
+
 namespace cbt::agent {
 
 struct AgentOptions {
@@ -21,6 +23,14 @@ struct AgentOptions {
   bool allow_insecure_tcp = false;
   std::string metrics_listen;
   std::string health_listen;
+  // Security (README "Security"; docs/RELIABILITY.md "Security").
+  std::string authz_policy;      // authz_policy.h; empty: no grants, Unix callers write
+  std::string auth_tokens_file;  // auth_tokens.h; empty: no bearer tokens
+  std::vector<std::string> device_allow = {"/dev/*"};  // path_guard.h
+  std::vector<std::string> diff_storage_allow;         // empty: <state_dir>/diff
+  uint32_t max_receive_message_bytes = 4 * 1024 * 1024;
+  uint32_t max_concurrent_streams = 128;
+  absl::Duration max_stream_duration = absl::Minutes(10);
   // Testing only: send the blksnap backend's system calls to a blksnap-emulator process.
   std::string blksnap_emulator_socket;
 };

@@ -7,44 +7,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/changed_extents.h"
+#include "server/call_scope.h"
 #include "server/request_validation.h"
 #include "server/status_mapping.h"
 
 namespace cbt::agent {
 namespace v1 = ::cbtagent::v1;
 namespace {
-
-// Records one call's latency and status code in the metrics when the handler returns.
-class RpcScope {
- public:
-  RpcScope(Metrics* metrics, grpc::ServerContext* context, const char* method)
-      : metrics_(metrics), context_(context), method_(method), start_(absl::Now()) {}
-
-  grpc::Status Done(const absl::Status& status) { return Done(ToGrpcStatus(status, context_)); }
-  grpc::Status Done(grpc::Status status) {
-    if (metrics_ != nullptr) {
-      metrics_->RecordRpc(method_, CodeName(status.error_code()),
-                          absl::ToDoubleSeconds(absl::Now() - start_));
-    }
-    return status;
-  }
-
- private:
-  static const char* CodeName(grpc::StatusCode code) {
-    static constexpr const char* kNames[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
-    const int index = static_cast<int>(code);
-    return index >= 0 && index < 17 ? kNames[index] : "UNKNOWN";
-  }
-
-  Metrics* metrics_;
-  grpc::ServerContext* context_;
-  const char* method_;
-  absl::Time start_;
-};
 
 void ToProto(const TrackerState& in, v1::Tracker* out) {
   out->set_device(in.device);
@@ -150,12 +119,18 @@ absl::Status ReadConsistentMap(Backend& backend, const std::string& device, CbtI
 
 }  // namespace
 
-AgentService::AgentService(Backend* backend, EventHub* events, Metrics* metrics, NodeFacts facts)
-    : backend_(backend), events_(events), metrics_(metrics), facts_(std::move(facts)) {}
+AgentService::AgentService(Backend* backend, EventHub* events, Metrics* metrics, NodeFacts facts,
+                           Safeguards safeguards)
+    : backend_(backend),
+      events_(events),
+      metrics_(metrics),
+      facts_(std::move(facts)),
+      safeguards_(safeguards) {}
 
-grpc::Status AgentService::GetCapabilities(Ctx* context, const v1::GetCapabilitiesRequest*,
+grpc::Status AgentService::GetCapabilities(Ctx* context, const v1::GetCapabilitiesRequest* request,
                                            v1::Capabilities* response) {
-  RpcScope scope(metrics_, context, "GetCapabilities");
+  CallScope scope(safeguards_, metrics_, context, "GetCapabilities", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   response->set_agent_version(facts_.agent_version);
   response->set_kernel_release(facts_.kernel_release);
   if (!facts_.backend_unavailable_reason.empty()) {
@@ -186,15 +161,18 @@ grpc::Status AgentService::GetCapabilities(Ctx* context, const v1::GetCapabiliti
 
 grpc::Status AgentService::Echo(Ctx* context, const v1::EchoRequest* request,
                                 v1::EchoResponse* response) {
-  RpcScope scope(metrics_, context, "Echo");
+  CallScope scope(safeguards_, metrics_, context, "Echo", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   response->set_payload(request->payload());
   return scope.Done(grpc::Status::OK);
 }
 
 grpc::Status AgentService::AttachTracker(Ctx* context, const v1::AttachTrackerRequest* request,
                                          v1::AttachTrackerResponse* response) {
-  RpcScope scope(metrics_, context, "AttachTracker");
+  CallScope scope(safeguards_, metrics_, context, "AttachTracker", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   bool already = false;
   auto tracker = backend_->AttachTracker(request->device(), &already);
   if (!tracker.ok()) return scope.Done(tracker.status());
@@ -205,24 +183,34 @@ grpc::Status AgentService::AttachTracker(Ctx* context, const v1::AttachTrackerRe
 
 grpc::Status AgentService::DetachTracker(Ctx* context, const v1::DetachTrackerRequest* request,
                                          v1::DetachTrackerResponse*) {
-  RpcScope scope(metrics_, context, "DetachTracker");
+  CallScope scope(safeguards_, metrics_, context, "DetachTracker", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  // A tracked device that vanished (unplugged, removed) no longer resolves; the backend still
+  // knows it by the path it was attached with, and detaching it touches nothing at that path.
+  if (auto d = scope.CheckDevice(request->device());
+      !d.ok() && !absl::IsNotFound(d.status())) {
+    return scope.Done(d.status());
+  }
   return scope.Done(backend_->DetachTracker(request->device()));
 }
 
 grpc::Status AgentService::GetTracker(Ctx* context, const v1::GetTrackerRequest* request,
                                       v1::Tracker* response) {
-  RpcScope scope(metrics_, context, "GetTracker");
+  CallScope scope(safeguards_, metrics_, context, "GetTracker", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   auto tracker = backend_->GetTracker(request->device());
   if (!tracker.ok()) return scope.Done(tracker.status());
   ToProto(*tracker, response);
   return scope.Done(grpc::Status::OK);
 }
 
-grpc::Status AgentService::ListTrackers(Ctx* context, const v1::ListTrackersRequest*,
+grpc::Status AgentService::ListTrackers(Ctx* context, const v1::ListTrackersRequest* request,
                                         v1::ListTrackersResponse* response) {
-  RpcScope scope(metrics_, context, "ListTrackers");
+  CallScope scope(safeguards_, metrics_, context, "ListTrackers", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   auto trackers = backend_->ListTrackers();
   if (!trackers.ok()) return scope.Done(trackers.status());
   for (const TrackerState& t : *trackers) ToProto(t, response->add_trackers());
@@ -231,8 +219,18 @@ grpc::Status AgentService::ListTrackers(Ctx* context, const v1::ListTrackersRequ
 
 grpc::Status AgentService::CreateSnapshot(Ctx* context, const v1::CreateSnapshotRequest* request,
                                           v1::CreateSnapshotResponse* response) {
-  RpcScope scope(metrics_, context, "CreateSnapshot");
+  CallScope scope(safeguards_, metrics_, context, "CreateSnapshot", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidateCreateSnapshot(*request); !s.ok()) return scope.Done(s);
+  std::vector<GuardedDevice> guarded;
+  for (const std::string& device : request->devices()) {
+    auto checked = scope.CheckDevice(device);
+    if (!checked.ok()) return scope.Done(checked.status());
+    guarded.push_back(*std::move(checked));
+  }
+  if (absl::Status s = scope.CheckDiffStorage(request->diff_storage().path(), guarded); !s.ok()) {
+    return scope.Done(s);
+  }
   std::vector<std::string> devices(request->devices().begin(), request->devices().end());
   DiffStorageSpec storage{request->diff_storage().path(), request->diff_storage().limit_bytes()};
   auto snapshot = backend_->CreateSnapshot(devices, storage);
@@ -244,7 +242,8 @@ grpc::Status AgentService::CreateSnapshot(Ctx* context, const v1::CreateSnapshot
 grpc::Status AgentService::ReleaseSnapshot(Ctx* context,
                                            const v1::ReleaseSnapshotRequest* request,
                                            v1::ReleaseSnapshotResponse*) {
-  RpcScope scope(metrics_, context, "ReleaseSnapshot");
+  CallScope scope(safeguards_, metrics_, context, "ReleaseSnapshot", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   auto id = ParseSnapshotId(request->snapshot_id());
   if (!id.ok()) return scope.Done(id.status());
   return scope.Done(backend_->ReleaseSnapshot(*id));
@@ -252,7 +251,8 @@ grpc::Status AgentService::ReleaseSnapshot(Ctx* context,
 
 grpc::Status AgentService::GetSnapshot(Ctx* context, const v1::GetSnapshotRequest* request,
                                        v1::Snapshot* response) {
-  RpcScope scope(metrics_, context, "GetSnapshot");
+  CallScope scope(safeguards_, metrics_, context, "GetSnapshot", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   auto id = ParseSnapshotId(request->snapshot_id());
   if (!id.ok()) return scope.Done(id.status());
   auto snapshot = backend_->GetSnapshot(*id);
@@ -261,9 +261,10 @@ grpc::Status AgentService::GetSnapshot(Ctx* context, const v1::GetSnapshotReques
   return scope.Done(grpc::Status::OK);
 }
 
-grpc::Status AgentService::ListSnapshots(Ctx* context, const v1::ListSnapshotsRequest*,
+grpc::Status AgentService::ListSnapshots(Ctx* context, const v1::ListSnapshotsRequest* request,
                                          v1::ListSnapshotsResponse* response) {
-  RpcScope scope(metrics_, context, "ListSnapshots");
+  CallScope scope(safeguards_, metrics_, context, "ListSnapshots", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   auto snapshots = backend_->ListSnapshots();
   if (!snapshots.ok()) return scope.Done(snapshots.status());
   for (const SnapshotState& s : *snapshots) ToProto(s, response->add_snapshots());
@@ -273,7 +274,8 @@ grpc::Status AgentService::ListSnapshots(Ctx* context, const v1::ListSnapshotsRe
 grpc::Status AgentService::WatchSnapshotEvents(Ctx* context,
                                                const v1::WatchSnapshotEventsRequest* request,
                                                grpc::ServerWriter<v1::SnapshotEvent>* writer) {
-  RpcScope scope(metrics_, context, "WatchSnapshotEvents");
+  CallScope scope(safeguards_, metrics_, context, "WatchSnapshotEvents", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   std::optional<Uuid> filter;
   if (!request->snapshot_id().empty()) {
     auto id = ParseSnapshotId(request->snapshot_id());
@@ -283,9 +285,17 @@ grpc::Status AgentService::WatchSnapshotEvents(Ctx* context,
     }
     filter = *id;
   }
+  auto ticket = scope.AdmitStream();
+  if (!ticket.ok()) return scope.Done(ticket.status());
   auto subscription = events_->Subscribe(filter);
+  // Tells the client that it is subscribed: every event from now on reaches it.
+  writer->SendInitialMetadata();
   grpc::Status result = grpc::Status::OK;
   while (!context->IsCancelled()) {
+    if (CallScope::Expired(*ticket)) {
+      result = ToGrpcStatus(scope.StreamTimeUp("resubscribe to go on watching"));
+      break;
+    }
     auto event = subscription->Next(absl::Milliseconds(200));
     if (event) {
       v1::SnapshotEvent message;
@@ -307,8 +317,10 @@ grpc::Status AgentService::WatchSnapshotEvents(Ctx* context,
 
 grpc::Status AgentService::GetCbtInfo(Ctx* context, const v1::GetCbtInfoRequest* request,
                                       v1::CbtInfo* response) {
-  RpcScope scope(metrics_, context, "GetCbtInfo");
+  CallScope scope(safeguards_, metrics_, context, "GetCbtInfo", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   auto info = backend_->GetCbtInfo(request->device());
   if (!info.ok()) return scope.Done(info.status());
   ToProto(request->device(), *info, response);
@@ -317,16 +329,24 @@ grpc::Status AgentService::GetCbtInfo(Ctx* context, const v1::GetCbtInfoRequest*
 
 grpc::Status AgentService::ReadCbtMap(Ctx* context, const v1::ReadCbtMapRequest* request,
                                       grpc::ServerWriter<v1::CbtMapChunk>* writer) {
-  RpcScope scope(metrics_, context, "ReadCbtMap");
+  CallScope scope(safeguards_, metrics_, context, "ReadCbtMap", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   auto info = backend_->GetCbtInfo(request->device());
   if (!info.ok()) return scope.Done(info.status());
   auto range = ResolveMapRange(request->offset(), request->length(), info->block_count);
   if (!range.ok()) return scope.Done(range.status());
+  auto ticket = scope.AdmitStream();
+  if (!ticket.ok()) return scope.Done(ticket.status());
   v1::CbtMapChunk chunk;
   chunk.set_total_length(range->length);
   uint64_t done = 0;
   do {
+    if (CallScope::Expired(*ticket)) {
+      return scope.Done(
+          scope.StreamTimeUp(absl::StrCat("resume with offset=", range->offset + done)));
+    }
     const uint64_t n = std::min<uint64_t>(kMapChunkBytes, range->length - done);
     std::string* data = chunk.mutable_data();
     data->resize(n);
@@ -346,8 +366,14 @@ grpc::Status AgentService::ReadCbtMap(Ctx* context, const v1::ReadCbtMapRequest*
 
 grpc::Status AgentService::MarkDirty(Ctx* context, const v1::MarkDirtyRequest* request,
                                      v1::MarkDirtyResponse* response) {
-  RpcScope scope(metrics_, context, "MarkDirty");
+  CallScope scope(safeguards_, metrics_, context, "MarkDirty", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  // Refused before anything is resolved or read, and logged: a limit, not a typo.
+  if (absl::Status s = CheckDirtyRangeCount(request->ranges_size()); !s.ok()) {
+    return scope.Done(scope.Refuse(s));
+  }
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   auto info = backend_->GetCbtInfo(request->device());
   if (!info.ok()) return scope.Done(info.status());
   uint64_t marked = 0;
@@ -363,8 +389,10 @@ grpc::Status AgentService::MarkDirty(Ctx* context, const v1::MarkDirtyRequest* r
 grpc::Status AgentService::GetChangedExtents(
     Ctx* context, const v1::GetChangedExtentsRequest* request,
     grpc::ServerWriter<v1::ChangedExtentsChunk>* writer) {
-  RpcScope scope(metrics_, context, "GetChangedExtents");
+  CallScope scope(safeguards_, metrics_, context, "GetChangedExtents", *request);
+  if (absl::Status s = scope.Admit(); !s.ok()) return scope.Done(s);
   if (absl::Status s = ValidatePath(request->device(), "device"); !s.ok()) return scope.Done(s);
+  if (auto d = scope.CheckDevice(request->device()); !d.ok()) return scope.Done(d.status());
   auto base_generation = ParseUuid(request->base_generation_id());
   if (!base_generation.ok()) {
     return scope.Done(absl::InvalidArgumentError(
@@ -373,6 +401,8 @@ grpc::Status AgentService::GetChangedExtents(
   auto base_number = ParseChangesNumber(request->base_changes_number());
   if (!base_number.ok()) return scope.Done(base_number.status());
 
+  auto ticket = scope.AdmitStream();
+  if (!ticket.ok()) return scope.Done(ticket.status());
   CbtInfo info;
   std::vector<uint8_t> map;
   if (absl::Status s = ReadConsistentMap(*backend_, request->device(), &info, &map); !s.ok()) {
@@ -398,6 +428,10 @@ grpc::Status AgentService::GetChangedExtents(
     changed_bytes += page.extents[i].length;
     if (chunk.extents_size() == static_cast<int>(kExtentsPerMessage) &&
         i + 1 < page.extents.size()) {
+      if (CallScope::Expired(*ticket)) {
+        return scope.Done(scope.StreamTimeUp(
+            absl::StrCat("resume with start_offset=", chunk.extents(0).offset())));
+      }
       if (context->IsCancelled() || !writer->Write(chunk)) {
         return scope.Done(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
       }

@@ -1,7 +1,10 @@
 // AgentService: the cbtagent.v1.CbtAgent gRPC service over a Backend.
 //
-// It validates requests (request_validation.h), calls the backend, converts plain structs to
-// API messages, maps errors in one place (status_mapping.h) and records per-RPC metrics.
+// Each handler first authorizes the caller, then validates the request (request_validation.h)
+// and checks the paths it names against the allowlists (both through call_scope.h), calls the
+// backend, converts plain structs to API messages, maps errors in one place (status_mapping.h)
+// and records per-RPC metrics. Streams take a slot from the stream limiter and end at its time
+// limit.
 #ifndef CBT_AGENT_SERVER_AGENT_SERVICE_H_
 #define CBT_AGENT_SERVER_AGENT_SERVICE_H_
 
@@ -9,6 +12,7 @@
 
 #include "backend/backend.h"
 #include "cbtagent/v1/agent.grpc.pb.h"
+#include "server/call_scope.h"
 #include "server/event_hub.h"
 #include "server/metrics.h"
 
@@ -27,7 +31,10 @@ class AgentService final : public cbtagent::v1::CbtAgent::Service {
   static constexpr uint64_t kMapChunkBytes = 256 * 1024;
   static constexpr size_t kExtentsPerMessage = 4096;
 
-  AgentService(Backend* backend, EventHub* events, Metrics* metrics, NodeFacts facts);
+  // `safeguards` (call_scope.h): the daemon passes all of them; left empty, every caller may
+  // call everything with any path, which is only right in process (benchmarks).
+  AgentService(Backend* backend, EventHub* events, Metrics* metrics, NodeFacts facts,
+               Safeguards safeguards = {});
 
   using Ctx = grpc::ServerContext;
   grpc::Status GetCapabilities(Ctx*, const cbtagent::v1::GetCapabilitiesRequest*,
@@ -65,6 +72,7 @@ class AgentService final : public cbtagent::v1::CbtAgent::Service {
   EventHub* events_;
   Metrics* metrics_;
   const NodeFacts facts_;
+  const Safeguards safeguards_;
 };
 
 }  // namespace cbt::agent

@@ -93,7 +93,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpCredentials(
     auto ca = ReadFile(options.tls_client_ca, "--tls_client_ca");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    // A presented certificate is always verified. It is required at the handshake unless bearer
+    // tokens are configured: then a client may come with a token instead, and one with
+    // neither reaches only the authorizer, which refuses it (UNAUTHENTICATED).
+    ssl.client_certificate_request =
+        options.auth_tokens_file.empty()
+            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
 }

@@ -2,7 +2,10 @@
 //
 // "unix:/path" listeners get the socket's directory created, a stale socket removed, and the
 // configured mode and group. "host:port" listeners need TLS (--tls_cert/--tls_key, plus
-// --tls_client_ca for mutual TLS) unless --allow_insecure_tcp says otherwise.
+// --tls_client_ca for mutual TLS) unless --allow_insecure_tcp says otherwise. With mutual TLS a
+// client certificate is required at the handshake, unless --auth_tokens_file is given (then a
+// client may authenticate with a bearer token instead; authorizer.h). Which caller may call
+// what is not decided here but per call (authorizer.h): TCP callers need a grant.
 #ifndef CBT_AGENT_SERVER_LISTENERS_H_
 #define CBT_AGENT_SERVER_LISTENERS_H_
 

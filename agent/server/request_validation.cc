@@ -72,14 +72,19 @@ absl::StatusOr<MapRange> ResolveMapRange(uint64_t offset, uint64_t length, uint6
   return MapRange{offset, length};
 }
 
+absl::Status CheckDirtyRangeCount(int count) {
+  if (count > 0 && static_cast<size_t>(count) > kMaxDirtyRanges) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxDirtyRanges, " ranges per call, got ", count));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<SectorRange>> ToSectorRanges(
     const google::protobuf::RepeatedPtrField<cbtagent::v1::ByteRange>& ranges,
     uint64_t capacity_bytes, uint64_t* marked_bytes) {
   if (ranges.empty()) return absl::InvalidArgumentError("ranges is empty");
-  if (static_cast<size_t>(ranges.size()) > kMaxDirtyRanges) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxDirtyRanges,
-                                                   " ranges per call, got ", ranges.size()));
-  }
+  if (absl::Status status = CheckDirtyRangeCount(ranges.size()); !status.ok()) return status;
   std::vector<SectorRange> sectors;
   sectors.reserve(ranges.size());
   unsigned __int128 total = 0;  // 65,536 ranges of up to 2^64 bytes each

@@ -34,6 +34,9 @@ struct MapRange {
 };
 absl::StatusOr<MapRange> ResolveMapRange(uint64_t offset, uint64_t length, uint64_t block_count);
 
+// InvalidArgument when a MarkDirty request has more than kMaxDirtyRanges ranges.
+absl::Status CheckDirtyRangeCount(int count);
+
 // Byte ranges of a MarkDirty request as sector ranges, widened to whole sectors. Each range
 // must be non-empty and lie inside the device; 1..kMaxDirtyRanges ranges. *marked_bytes gets
 // the sum of the widened lengths (saturating at 2^64 - 1; overlapping ranges count twice).

@@ -13,6 +13,20 @@
 #include "backend/log.h"
 
 namespace cbt::ublk {
+namespace {
+
+// Writes `value` to the sysfs attribute `path`.
+absl::Status WriteSysfs(const std::string& path, const std::string& value) {
+  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return agent::ErrnoStatus(errno, absl::StrCat("open ", path));
+  const ssize_t n = write(fd, value.data(), value.size());
+  const int err = errno;
+  close(fd);
+  if (n < 0) return agent::ErrnoStatus(err, absl::StrCat("write '", value, "' to ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status ValidateDeviceOptions(const UblkDeviceOptions& o) {
   auto bad = [](auto&&... parts) {
@@ -138,6 +152,15 @@ absl::StatusOr<std::unique_ptr<UblkDevice>> UblkDevice::Create(const UblkDeviceO
   // DEVT (the disk's major:minor) is known now.
   if (absl::Status s = device->control_->GetParams(info.dev_id, &device->params_); !s.ok()) {
     agent::LogWarning("ublk", "%s", s.ToString().c_str());
+  }
+  if (!options.io_scheduler.empty()) {
+    // START_DEV returned after add_disk(): the queue's sysfs directory exists.
+    const std::string attr =
+        absl::StrCat("/sys/block/ublkb", info.dev_id, "/queue/scheduler");
+    if (absl::Status s = WriteSysfs(attr, options.io_scheduler); !s.ok()) {
+      agent::LogWarning("ublk", "I/O scheduler of ublk device %u left as it is: %s", info.dev_id,
+                        s.ToString().c_str());
+    }
   }
   return device;
 }

@@ -340,6 +340,28 @@ absl::StatusOr<Flavour> ParseFlavour(const std::string& text) {
       absl::StrCat("unknown blksnap flavour '", text, "' (lk6.15, v7 or val7)"));
 }
 
+namespace {
+constexpr const char* kIoctlKindNames[kIoctlKindCount] = {
+    "other",   "version",  "create",   "destroy", "take",         "collect",       "wait_event",
+    "attach",  "detach",   "cbt_info", "cbt_map", "cbt_dirty",    "snapshot_add",  "snapshot_info",
+    "get_size"};
+}  // namespace
+
+const char* IoctlKindName(IoctlKind kind) {
+  const auto index = static_cast<uint32_t>(kind);
+  return index < kIoctlKindCount ? kIoctlKindNames[index] : "?";
+}
+
+absl::StatusOr<IoctlKind> ParseIoctlKind(const std::string& name) {
+  for (uint32_t i = 0; i < kIoctlKindCount; ++i) {
+    if (name == kIoctlKindNames[i]) return static_cast<IoctlKind>(i);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown ioctl kind '", name,
+      "' (create, destroy, take, collect, wait_event, attach, detach, cbt_info, cbt_map, "
+      "cbt_dirty, snapshot_add, snapshot_info, version, get_size, other)"));
+}
+
 const char* FlavourName(Flavour flavour) {
   switch (flavour) {
     case Flavour::kLk615:
@@ -1376,6 +1398,81 @@ struct EmulatedKernel::Impl {
     return 0;
   }
 
+  static IoctlKind CtlKind(uint32_t cmd) {
+    switch (cmd) {
+      case kCtlCbtInfo:
+        return IoctlKind::kCbtInfo;
+      case kCtlCbtMap:
+        return IoctlKind::kCbtMap;
+      case kCtlCbtDirty:
+        return IoctlKind::kCbtDirty;
+      case kCtlSnapshotAdd:
+        return IoctlKind::kSnapshotAdd;
+      case kCtlSnapshotInfo:
+        return IoctlKind::kSnapshotInfo;
+      default:
+        return IoctlKind::kOther;
+    }
+  }
+
+  // The same dispatch as IoctlLocked, without executing anything.
+  IoctlKind ClassifyLocked(uint64_t client, UserMemory& memory, int fd, unsigned long request,
+                           uint64_t arg) {
+    auto client_it = clients.find(client);
+    if (client_it == clients.end()) return IoctlKind::kOther;
+    auto file_it = client_it->second.files.find(fd);
+    if (file_it == client_it->second.files.end()) return IoctlKind::kOther;
+    switch (file_it->second.kind) {
+      case NodeKind::kControl:
+        if (request == kIoctlVersion) return IoctlKind::kVersion;
+        if (request == kIoctlSnapshotCreate) return IoctlKind::kSnapshotCreate;
+        if (request == kIoctlSnapshotDestroy) return IoctlKind::kSnapshotDestroy;
+        if (request == kIoctlSnapshotTake) return IoctlKind::kSnapshotTake;
+        if (request == kIoctlSnapshotCollect) return IoctlKind::kSnapshotCollect;
+        if (request == kIoctlSnapshotWaitEvent) return IoctlKind::kSnapshotWaitEvent;
+        return IoctlKind::kOther;
+      case NodeKind::kBdevFilter:
+        if (request == kVal7BdevfilterAttach) return IoctlKind::kAttach;
+        if (request == kVal7BdevfilterDetach) return IoctlKind::kDetach;
+        if (request == kVal7BdevfilterCtl) {
+          bdevfilter_ctl karg;
+          if (!memory.Read(arg, &karg, sizeof(karg))) return IoctlKind::kOther;
+          return CtlKind(karg.cmd);
+        }
+        return IoctlKind::kOther;
+      case NodeKind::kDevice:
+      case NodeKind::kImage: {
+        if (request == kBlkGetSize64) return IoctlKind::kGetSize;
+        unsigned long attach = 0, detach = 0, ctl = 0;
+        switch (flavour()) {
+          case Flavour::kLk615:
+            attach = kLk615BlkfilterAttach;
+            detach = kLk615BlkfilterDetach;
+            ctl = kLk615BlkfilterCtl;
+            break;
+          case Flavour::kV7:
+            attach = kV7BlkfilterAttach;
+            detach = kV7BlkfilterDetach;
+            ctl = kV7BlkfilterCtl;
+            break;
+          case Flavour::kVal7:
+            return IoctlKind::kOther;
+        }
+        if (request == attach) return IoctlKind::kAttach;
+        if (request == detach) return IoctlKind::kDetach;
+        if (request == ctl) {
+          blkfilter_ctl karg;
+          if (!memory.Read(arg, &karg, sizeof(karg))) return IoctlKind::kOther;
+          return CtlKind(karg.cmd);
+        }
+        return IoctlKind::kOther;
+      }
+      case NodeKind::kNone:
+        return IoctlKind::kOther;
+    }
+    return IoctlKind::kOther;
+  }
+
   int IoctlLocked(std::unique_lock<std::mutex>& lock, uint64_t client, UserMemory& memory,
                   int fd, unsigned long request, uint64_t arg) {
     auto client_it = clients.find(client);
@@ -1630,6 +1727,28 @@ int EmulatedKernel::IoctlFor(uint64_t client, UserMemory& memory, int fd, unsign
 void EmulatedKernel::DropClient(uint64_t client) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->clients.erase(client);
+}
+
+IoctlKind EmulatedKernel::ClassifyIoctl(uint64_t client, UserMemory& memory, int fd,
+                                        unsigned long request, uint64_t arg) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->ClassifyLocked(client, memory, fd, request, arg);
+}
+
+std::vector<EmulatedSnapshotView> EmulatedKernel::ListSnapshots() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<EmulatedSnapshotView> views;
+  for (const auto& snapshot : impl_->snapshots) {
+    EmulatedSnapshotView view;
+    view.id = snapshot->id;
+    view.taken = snapshot->taken;
+    for (const auto& tracker : snapshot->trackers) {
+      view.devices.emplace_back(tracker->major, tracker->minor);
+      if (tracker->diff_area && tracker->diff_area->corrupted) view.corrupted = true;
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
 }
 
 }  // namespace cbt::blksnap::emulator

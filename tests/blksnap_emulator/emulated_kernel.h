@@ -30,12 +30,15 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "blksnap/kernel.h"
 #include "blksnap/uapi.h"
 #include "core/tracking_geometry.h"
+#include "tests/blksnap_emulator/ioctl_kind.h"
 
 namespace cbt::blksnap::emulator {
 
@@ -86,6 +89,20 @@ class ProcessMemory final : public UserMemory {
   const pid_t pid_;
 };
 
+// "create", "destroy", "take", "collect", "wait_event", "attach", "detach", "cbt_info",
+// "cbt_map", "cbt_dirty", "snapshot_add", "snapshot_info", "version", "get_size", "other".
+const char* IoctlKindName(IoctlKind kind);
+absl::StatusOr<IoctlKind> ParseIoctlKind(const std::string& name);
+
+// The emulated kernel's own view of a snapshot (for tests; no uapi exposes this).
+struct EmulatedSnapshotView {
+  blksnap_uuid id{};
+  bool taken = false;
+  bool corrupted = false;  // a member's diff area is corrupted
+  // Members as major:minor (a removed device stays a member until the snapshot is destroyed).
+  std::vector<std::pair<uint32_t, uint32_t>> devices;
+};
+
 class EmulatedKernel final : public Kernel {
  public:
   explicit EmulatedKernel(EmulatorOptions options);
@@ -132,6 +149,14 @@ class EmulatedKernel final : public Kernel {
   int IoctlFor(uint64_t client, UserMemory& memory, int fd, unsigned long request, uint64_t arg);
   // The client went away: close its fds (kernel objects stay).
   void DropClient(uint64_t client);
+  // Which operation IoctlFor with these arguments would perform; executes nothing. Reads the
+  // caller's struct only for the filter control calls (to find `cmd`).
+  IoctlKind ClassifyIoctl(uint64_t client, UserMemory& memory, int fd, unsigned long request,
+                          uint64_t arg);
+
+  // ---- Test inspection ----
+  // Every snapshot the module holds, in COLLECT order.
+  std::vector<EmulatedSnapshotView> ListSnapshots();
 
  private:
   struct Impl;

@@ -13,7 +13,11 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "blksnap/remote_protocol.h"
 
 extern char** environ;
@@ -32,7 +36,8 @@ struct EmulatorClient::State {
   }
 
   // One control request; the response payload goes to `data` when the status is OK.
-  absl::Status Call(Op op, MessageHeader request, std::string_view payload, std::string* data) {
+  absl::Status Call(Op op, MessageHeader request, std::string_view payload, std::string* data,
+                    MessageHeader* reply = nullptr) {
     std::lock_guard<std::mutex> lock(mu);
     if (fd < 0) return absl::UnavailableError("the emulator connection is closed");
     request.op = static_cast<uint16_t>(op);
@@ -48,6 +53,7 @@ struct EmulatorClient::State {
       return absl::Status(static_cast<absl::StatusCode>(response.status), response_payload);
     }
     if (data != nullptr) *data = std::move(response_payload);
+    if (reply != nullptr) *reply = response;
     return absl::OkStatus();
   }
 };
@@ -135,6 +141,58 @@ absl::StatusOr<std::string> EmulatorClient::ReadDevice(const std::string& path, 
     done += piece;
   } while (done < length);
   return out;
+}
+
+absl::Status EmulatorClient::ArmKill(IoctlKind kind, uint64_t nth, pid_t pid) {
+  MessageHeader request;
+  request.arg[0] = static_cast<uint64_t>(kind);
+  request.arg[1] = nth;
+  request.arg[2] = static_cast<uint64_t>(pid);
+  return state_->Call(Op::kArmKill, request, {}, nullptr);
+}
+
+absl::StatusOr<EmulatorClient::KillState> EmulatorClient::GetKillState() {
+  MessageHeader reply;
+  if (absl::Status status = state_->Call(Op::kKillState, MessageHeader{}, {}, nullptr, &reply);
+      !status.ok()) {
+    return status;
+  }
+  KillState state;
+  state.fired = reply.arg[0] != 0;
+  state.killed_pid = static_cast<pid_t>(reply.arg[1]);
+  state.counted = reply.arg[2];
+  return state;
+}
+
+absl::StatusOr<std::vector<EmulatorClient::SnapshotView>> EmulatorClient::ListSnapshots() {
+  std::string text;
+  if (absl::Status status = state_->Call(Op::kListSnapshots, MessageHeader{}, {}, &text);
+      !status.ok()) {
+    return status;
+  }
+  std::vector<SnapshotView> views;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    if (fields.size() != 4 || !absl::StartsWith(fields[1], "taken=") ||
+        !absl::StartsWith(fields[2], "corrupted=") || !absl::StartsWith(fields[3], "devices=")) {
+      return absl::InternalError(absl::StrCat("malformed snapshot line '", line, "'"));
+    }
+    SnapshotView view;
+    view.id = std::string(fields[0]);
+    view.taken = fields[1] == "taken=1";
+    view.corrupted = fields[2] == "corrupted=1";
+    for (absl::string_view device :
+         absl::StrSplit(fields[3].substr(sizeof("devices=") - 1), ',', absl::SkipEmpty())) {
+      std::pair<absl::string_view, absl::string_view> numbers = absl::StrSplit(device, ':');
+      uint32_t major = 0, minor = 0;
+      if (!absl::SimpleAtoi(numbers.first, &major) || !absl::SimpleAtoi(numbers.second, &minor)) {
+        return absl::InternalError(absl::StrCat("malformed device '", device, "'"));
+      }
+      view.devices.emplace_back(major, minor);
+    }
+    views.push_back(std::move(view));
+  }
+  return views;
 }
 
 absl::StatusOr<std::unique_ptr<EmulatorProcess>> EmulatorProcess::Start(

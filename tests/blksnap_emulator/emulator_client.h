@@ -1,6 +1,7 @@
 // Test-side access to an out-of-process blksnap uapi emulator (binary `blksnap-emulator`):
 //  - EmulatorClient: the EmulatedKernel test-control calls (devices, symlinks, mounts, device
-//    I/O) over the emulator's socket;
+//    I/O) over the emulator's socket, plus fault injection (ArmKill: SIGKILL the client right
+//    after a chosen ioctl) and the emulator's own list of snapshots;
 //  - EmulatorProcess: spawns the emulator binary, waits until its socket accepts connections,
 //    and kills it on destruction.
 // The agent side of the same socket is cbt::blksnap::NewRemoteKernel (agent/blksnap/remote_kernel.h).
@@ -13,10 +14,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ioctl_kind.h"
 
 namespace cbt::blksnap::emulator {
 
@@ -40,6 +43,28 @@ class EmulatorClient {
   absl::Status WriteDevice(const std::string& path, uint64_t offset, const std::string& data);
   absl::StatusOr<std::string> ReadDevice(const std::string& path, uint64_t offset,
                                          uint64_t length);
+
+  // Fault injection: right after the emulator has executed the `nth` (>= 1, counted from now)
+  // successful ioctl of `kind` made by process `pid` (0: by any client), it SIGKILLs that
+  // process instead of answering, and executes nothing more for it. One-shot; `nth` = 0
+  // disarms. See emulator_main.cc.
+  absl::Status ArmKill(IoctlKind kind, uint64_t nth, pid_t pid = 0);
+  struct KillState {
+    bool fired = false;
+    pid_t killed_pid = 0;
+    uint64_t counted = 0;  // matching ioctls seen since arming
+  };
+  absl::StatusOr<KillState> GetKillState();
+
+  // The emulated module's own view of its snapshots (what no uapi call shows), in COLLECT
+  // order.
+  struct SnapshotView {
+    std::string id;  // canonical UUID text
+    bool taken = false;
+    bool corrupted = false;
+    std::vector<std::pair<uint32_t, uint32_t>> devices;  // major:minor of the members
+  };
+  absl::StatusOr<std::vector<SnapshotView>> ListSnapshots();
 
  private:
   struct State;

@@ -3,7 +3,7 @@
 //
 //   blksnap-emulator --socket=PATH [--flavour=lk6.15|v7|val7] [--kernel_release=RELEASE]
 //       [--backing_dir=DIR] [--chunk_size=SIZE] [--device=PATH:SIZE[:MAJ:MIN]]...
-//       [--symlink=LINK:TARGET]... [--mount=DIR:DEVICE]...
+//       [--symlink=LINK:TARGET]... [--mount=DIR:DEVICE]... [--kill_after=KIND:N[:PID]]
 //
 // SIZE takes a K, M, G or T suffix (binary). Devices without MAJ:MIN get 7:N (loop-like).
 // Serves the wire protocol of agent/blksnap/remote_protocol.h on a Unix SOCK_SEQPACKET socket,
@@ -11,6 +11,14 @@
 // its file descriptors live until its last connection closes, and ioctl arguments are read
 // from and written to its memory with process_vm_readv/writev. Prints
 // "blksnap-emulator: ready on PATH" to stderr once listening. Stops on SIGTERM/SIGINT.
+//
+// Fault injection: --kill_after=KIND:N[:PID] (or, at run time, the kArmKill control message,
+// EmulatorClient::ArmKill) makes the emulator SIGKILL the client process right after it has
+// executed that client's N-th successful ioctl of KIND (create, destroy, take, snapshot_add,
+// cbt_map, ... — IoctlKindName in emulated_kernel.h; the flavour does not matter), INSTEAD of
+// sending the response: the kernel state has changed, the caller never learns the result, and
+// no further request of that process is executed (its other connections are closed unanswered).
+// So a daemon dies exactly between two kernel calls. Without a fault armed nothing differs.
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +30,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <set>
@@ -35,6 +45,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "blksnap/remote_protocol.h"
+#include "core/generation_id.h"
 #include "tests/blksnap_emulator/emulated_kernel.h"
 
 namespace cbt::blksnap::emulator {
@@ -118,9 +129,44 @@ bool SplitPair(const std::string& text, std::string* first, std::string* second)
   return true;
 }
 
+// Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 if the process is gone.
+// Tells a killed process from a later one that reuses its pid.
+uint64_t ProcessStartTime(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::vector<std::string> fields =
+      absl::StrSplit(text.substr(paren + 1), ' ', absl::SkipEmpty());
+  uint64_t start = 0;
+  // fields[0] is field 3 (state), so field 22 is fields[19].
+  if (fields.size() < 20 || !absl::SimpleAtoi(fields[19], &start)) return 0;
+  return start;
+}
+
+// One armed "kill the client after its N-th ioctl of a kind" fault.
+struct KillFault {
+  bool armed = false;
+  IoctlKind kind = IoctlKind::kOther;
+  uint64_t nth = 0;
+  pid_t pid = 0;  // 0: any client
+  uint64_t seen = 0;
+  bool fired = false;
+  pid_t killed_pid = 0;
+};
+
 class Server {
  public:
   explicit Server(EmulatedKernel* kernel) : kernel_(kernel) {}
+
+  void Arm(IoctlKind kind, uint64_t nth, pid_t pid) {
+    std::lock_guard<std::mutex> lock(fault_mu_);
+    fault_ = KillFault{};
+    fault_.armed = nth > 0;
+    fault_.kind = kind;
+    fault_.nth = nth;
+    fault_.pid = pid;
+  }
 
   void HandleConnection(int fd) {
     struct ucred credentials;
@@ -128,6 +174,10 @@ class Server {
     pid_t pid = 0;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0) {
       pid = credentials.pid;
+    }
+    if (IsKilled(pid)) {  // a killed process still connecting: it is dead to the kernel
+      ::close(fd);
+      return;
     }
     const uint64_t client = static_cast<uint64_t>(pid);
     {
@@ -138,10 +188,21 @@ class Server {
     MessageHeader request;
     std::string payload;
     while (remote::ReceiveMessage(fd, &request, &payload)) {
+      if (IsKilled(pid)) break;
+      const bool watched = static_cast<Op>(request.op) == Op::kIoctl && FaultArmedFor(pid);
+      const IoctlKind kind =
+          watched ? kernel_->ClassifyIoctl(client, memory, static_cast<int>(request.arg[0]),
+                                           static_cast<unsigned long>(request.arg[1]),
+                                           request.arg[2])
+                  : IoctlKind::kOther;
       MessageHeader response;
       response.op = request.op;
       std::string response_payload;
       Handle(client, memory, request, payload, &response, &response_payload);
+      if (watched && response.status == 0 && FaultFires(pid, kind)) {
+        // No response: the next receive ends when the process is gone.
+        continue;
+      }
       if (!remote::SendMessage(fd, response, response_payload)) break;
     }
     ::close(fd);
@@ -153,6 +214,56 @@ class Server {
   }
 
  private:
+  bool FaultArmedFor(pid_t pid) {
+    std::lock_guard<std::mutex> lock(fault_mu_);
+    return fault_.armed && !fault_.fired && (fault_.pid == 0 || fault_.pid == pid);
+  }
+
+  // Counts a successful ioctl of `kind` by `pid`; kills `pid` when it is the N-th.
+  bool FaultFires(pid_t pid, IoctlKind kind) {
+    std::lock_guard<std::mutex> lock(fault_mu_);
+    if (!fault_.armed || fault_.fired || kind != fault_.kind ||
+        (fault_.pid != 0 && fault_.pid != pid)) {
+      return false;
+    }
+    if (++fault_.seen < fault_.nth) return false;
+    fault_.fired = true;
+    fault_.killed_pid = pid;
+    killed_[pid] = ProcessStartTime(pid);
+    const int result = ::kill(pid, SIGKILL);
+    std::fprintf(stderr, "blksnap-emulator: fault: SIGKILL to pid %d after %s #%llu%s\n",
+                 static_cast<int>(pid), IoctlKindName(kind),
+                 static_cast<unsigned long long>(fault_.seen),
+                 result == 0 ? "" : " (kill failed)");
+    return true;
+  }
+
+  bool IsKilled(pid_t pid) {
+    std::lock_guard<std::mutex> lock(fault_mu_);
+    auto it = killed_.find(pid);
+    if (it == killed_.end()) return false;
+    const uint64_t start = ProcessStartTime(pid);
+    if (start != 0 && start == it->second) return true;
+    killed_.erase(it);  // gone, or the pid belongs to a new process now
+    return false;
+  }
+
+  std::string DescribeSnapshots() {
+    std::string out;
+    for (const EmulatedSnapshotView& view : kernel_->ListSnapshots()) {
+      Uuid id;
+      std::memcpy(id.bytes.data(), view.id.b, sizeof(view.id.b));
+      std::vector<std::string> devices;
+      for (const auto& [major, minor] : view.devices) {
+        devices.push_back(absl::StrCat(major, ":", minor));
+      }
+      absl::StrAppend(&out, id.ToString(), " taken=", view.taken ? 1 : 0,
+                      " corrupted=", view.corrupted ? 1 : 0,
+                      " devices=", absl::StrJoin(devices, ","), "\n");
+    }
+    return out;
+  }
+
   static void SetStatus(const absl::Status& status, MessageHeader* response,
                         std::string* payload) {
     response->status = static_cast<int32_t>(status.code());
@@ -251,6 +362,28 @@ class Server {
         }
         return;
       }
+      case Op::kArmKill: {
+        if (request.arg[0] >= kIoctlKindCount) {
+          SetStatus(absl::InvalidArgumentError("unknown ioctl kind"), response, out);
+          return;
+        }
+        Arm(static_cast<IoctlKind>(request.arg[0]), request.arg[1],
+            static_cast<pid_t>(request.arg[2]));
+        SetStatus(absl::OkStatus(), response, out);
+        return;
+      }
+      case Op::kKillState: {
+        std::lock_guard<std::mutex> lock(fault_mu_);
+        response->status = 0;
+        response->arg[0] = fault_.fired ? 1 : 0;
+        response->arg[1] = static_cast<uint64_t>(fault_.killed_pid);
+        response->arg[2] = fault_.seen;
+        return;
+      }
+      case Op::kListSnapshots:
+        response->status = 0;
+        *out = DescribeSnapshots();
+        return;
     }
     response->status = EOPNOTSUPP;  // unknown operation
   }
@@ -258,6 +391,9 @@ class Server {
   EmulatedKernel* const kernel_;
   std::mutex mu_;
   std::map<uint64_t, int> connections_;  // per client (pid); guarded by mu_
+  std::mutex fault_mu_;
+  KillFault fault_;                 // guarded by fault_mu_
+  std::map<pid_t, uint64_t> killed_;  // pid -> its start time; guarded by fault_mu_
 };
 
 int Usage(const char* message) {
@@ -266,7 +402,7 @@ int Usage(const char* message) {
                "usage: blksnap-emulator --socket=PATH [--flavour=lk6.15|v7|val7]\n"
                "  [--kernel_release=RELEASE] [--backing_dir=DIR] [--chunk_size=SIZE]\n"
                "  [--device=PATH:SIZE[:MAJ:MIN]]... [--symlink=LINK:TARGET]...\n"
-               "  [--mount=DIR:DEVICE]...\n",
+               "  [--mount=DIR:DEVICE]... [--kill_after=KIND:N[:PID]]\n",
                message);
   return 2;
 }
@@ -277,6 +413,9 @@ int Main(int argc, char** argv) {
   std::vector<DeviceSpec> devices;
   std::vector<std::pair<std::string, std::string>> symlinks;
   std::vector<std::pair<std::string, std::string>> mounts;
+  IoctlKind kill_kind = IoctlKind::kOther;
+  uint64_t kill_nth = 0;
+  pid_t kill_pid = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const size_t eq = arg.find('=');
@@ -302,6 +441,18 @@ int Main(int argc, char** argv) {
       std::string first, second;
       if (!SplitPair(value, &first, &second)) return Usage(("bad " + arg).c_str());
       (name == "--symlink" ? symlinks : mounts).emplace_back(first, second);
+    } else if (name == "--kill_after") {
+      std::vector<std::string> parts = absl::StrSplit(value, ':');
+      absl::StatusOr<IoctlKind> kind =
+          parts.empty() ? absl::InvalidArgumentError("empty") : ParseIoctlKind(parts[0]);
+      int pid = 0;
+      if (!kind.ok() || parts.size() < 2 || parts.size() > 3 ||
+          !absl::SimpleAtoi(parts[1], &kill_nth) || kill_nth == 0 ||
+          (parts.size() == 3 && !absl::SimpleAtoi(parts[2], &pid))) {
+        return Usage(("bad --kill_after=" + value + " (KIND:N[:PID], N >= 1)").c_str());
+      }
+      kill_kind = *kind;
+      kill_pid = pid;
     } else {
       return Usage(("unknown argument " + arg).c_str());
     }
@@ -361,6 +512,7 @@ int Main(int argc, char** argv) {
                FlavourName(options.flavour), socket_path.c_str());
 
   Server server(&kernel);
+  if (kill_nth > 0) server.Arm(kill_kind, kill_nth, kill_pid);
   for (;;) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {

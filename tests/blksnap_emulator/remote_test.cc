@@ -2,6 +2,9 @@
 // agent's seam, ioctl arguments read from this process's memory by the emulator) and
 // EmulatorClient (test control), including the kernel state surviving a "daemon restart".
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "blksnap/remote_kernel.h"
+#include "core/generation_id.h"
 #include "gtest/gtest.h"
 #include "tests/blksnap_emulator/emulated_kernel.h"
 #include "tests/blksnap_emulator/emulator_client.h"
@@ -207,6 +211,74 @@ TEST_P(RemoteEmulatorTest, ControlOperationsAndOverflowEvent) {
   EXPECT_EQ(client_->RemoveDevice("/dev/vdc").code(), absl::StatusCode::kNotFound);
 }
 
+// Fault injection: the emulator SIGKILLs the client right after executing the armed ioctl (here
+// the first SNAPSHOTADD, a filter control call whose decoding differs per flavour), instead of
+// answering; the kernel state keeps what that call did, and nothing after it ran.
+TEST_P(RemoteEmulatorTest, KillsTheClientRightAfterTheArmedIoctl) {
+  const Flavour flavour = GetParam();
+  const std::string storage = temp_.Subdir("storage");
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char c;
+    if (::read(go[0], &c, 1) != 1) ::_exit(1);
+    std::unique_ptr<Kernel> kernel = NewRemoteKernel(socket_);
+    Driver driver(kernel.get(), flavour);
+    blksnap_uuid id{};
+    blksnap_cbtinfo cbt{};
+    if (driver.Attach(kDev) != 0 || driver.CbtInfo(kDev, &cbt) != 0 ||
+        driver.Create(storage, 2097152, &id) != 0) {
+      ::_exit(2);
+    }
+    driver.SnapshotAdd(kDev, id);  // killed here
+    driver.Take(id);
+    ::_exit(3);
+  }
+  ASSERT_TRUE(client_->ArmKill(IoctlKind::kSnapshotAdd, 1, child).ok());
+  EXPECT_EQ(::write(go[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ::close(go[0]);
+  ::close(go[1]);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  auto state = client_->GetKillState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_TRUE(state->fired);
+  EXPECT_EQ(state->killed_pid, child);
+  EXPECT_EQ(state->counted, 1u);
+  auto snapshots = client_->ListSnapshots();
+  ASSERT_TRUE(snapshots.ok()) << snapshots.status();
+  ASSERT_EQ(snapshots->size(), 1u);
+  EXPECT_FALSE((*snapshots)[0].taken) << "TAKE never ran";
+  EXPECT_EQ((*snapshots)[0].devices, (std::vector<std::pair<uint32_t, uint32_t>>{{7, 0}}));
+
+  // Disarmed after firing: this process's calls go through.
+  std::unique_ptr<Kernel> kernel = NewRemoteKernel(socket_);
+  Driver driver(kernel.get(), flavour);
+  blksnap_uuid id{};
+  auto parsed = ParseUuid((*snapshots)[0].id);
+  ASSERT_TRUE(parsed.ok());
+  std::memcpy(id.b, parsed->bytes.data(), sizeof(id.b));
+  ASSERT_EQ(driver.Destroy(id), 0);
+  snapshots = client_->ListSnapshots();
+  ASSERT_TRUE(snapshots.ok());
+  EXPECT_TRUE(snapshots->empty());
+  EXPECT_EQ(client_->ArmKill(static_cast<IoctlKind>(kIoctlKindCount), 1).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(IoctlKindTest, NamesRoundTrip) {
+  for (uint32_t i = 0; i < kIoctlKindCount; ++i) {
+    const auto kind = static_cast<IoctlKind>(i);
+    auto parsed = ParseIoctlKind(IoctlKindName(kind));
+    ASSERT_TRUE(parsed.ok()) << IoctlKindName(kind);
+    EXPECT_EQ(*parsed, kind);
+  }
+  EXPECT_FALSE(ParseIoctlKind("snapshot_take").ok());
+}
+
 TEST(RemoteKernelTest, FailsWithEnotconnWithoutAnEmulator) {
   TempDir temp;
   std::unique_ptr<Kernel> kernel = NewRemoteKernel(temp.path() + "/nothing.sock");
@@ -223,6 +295,20 @@ TEST(EmulatorProcessTest, ReportsABadCommandLine) {
       CBT_BLKSNAP_EMULATOR_BINARY, {"--socket=" + temp.path() + "/s", "--flavour=v6"});
   EXPECT_FALSE(process.ok());
   EXPECT_FALSE(EmulatorProcess::Start(CBT_BLKSNAP_EMULATOR_BINARY, {"--flavour=v7"}).ok());
+  EXPECT_FALSE(EmulatorProcess::Start(CBT_BLKSNAP_EMULATOR_BINARY,
+                                      {"--socket=" + temp.path() + "/s", "--kill_after=take"})
+                   .ok());
+  EXPECT_FALSE(EmulatorProcess::Start(CBT_BLKSNAP_EMULATOR_BINARY,
+                                      {"--socket=" + temp.path() + "/s", "--kill_after=nope:1"})
+                   .ok());
+  auto armed = EmulatorProcess::Start(
+      CBT_BLKSNAP_EMULATOR_BINARY, {"--socket=" + temp.path() + "/s", "--kill_after=take:2"});
+  ASSERT_TRUE(armed.ok()) << armed.status();
+  auto client = EmulatorClient::Connect(temp.path() + "/s");
+  ASSERT_TRUE(client.ok());
+  auto state = client->GetKillState();
+  ASSERT_TRUE(state.ok());
+  EXPECT_FALSE(state->fired);
 }
 
 }  // namespace

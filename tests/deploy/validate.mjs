@@ -10,9 +10,12 @@
 //      (ServiceMonitor: @kubernetes-models/prometheus-operator, the CRD's own schema);
 //   2. invariants of every render are asserted (privileged agent, gRPC probes on the health
 //      listener, host /dev and /sys, hostPath socket/state dirs, one-node-at-a-time updates,
-//      Services and ServiceMonitor selecting what exists, only known daemon flags, ...);
+//      Services and ServiceMonitor selecting what exists, only known daemon flags, the
+//      authorization files mounted read-only with modes the agent accepts, a TCP listener
+//      only with something a caller can be granted by, diff storage visible in the pod, ...);
 //   3. the assertions of that case (CASES below) are run.
 // Prints one line per check group and a summary; exits 1 on any failure.
+import { createHash } from "node:crypto";
 import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { join, basename } from "node:path";
 import { isDeepStrictEqual } from "node:util";
@@ -106,7 +109,9 @@ async function validateObject(obj, where) {
 const DAEMON_FLAGS = new Set([
   "--listen", "--socket_mode", "--socket_group", "--state_dir", "--backend", "--blksnap_flavour",
   "--tls_cert", "--tls_key", "--tls_client_ca", "--allow_insecure_tcp", "--metrics_listen",
-  "--health_listen", "--version",
+  "--health_listen", "--version", "--authz_policy", "--auth_tokens_file", "--device_allow",
+  "--diff_storage_allow", "--max_receive_message_bytes", "--max_concurrent_streams",
+  "--max_stream_duration",
 ]);
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
@@ -131,6 +136,19 @@ function hostPathMountedAt(ds, hostPath, mountPath) {
   const v = volume(ds, m.name);
   return !!(v && v.hostPath && v.hostPath.path === hostPath);
 }
+// The volume (and mount) a file given to the agent comes from: the mount whose path is the
+// file's directory, and the ConfigMap or Secret item projected at the file's name.
+function fileSource(ds, path) {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  const file = path.slice(path.lastIndexOf("/") + 1);
+  const m = mount(ds, dir);
+  const v = volume(ds, m?.name);
+  const src = v?.secret ?? v?.configMap;
+  const item = (src?.items ?? []).find((i) => i.path === file);
+  return { m, v, src, item, mode: item?.mode ?? src?.defaultMode };
+}
+// Whether `path` is `dir` or lies below it, component-wise.
+const under = (path, dir) => path === dir.replace(/\/$/, "") || path.startsWith(dir.replace(/\/$/, "") + "/");
 function secretMountedAt(ds, secretName, mountPath) {
   const m = mount(ds, mountPath);
   if (!m) return false;
@@ -152,7 +170,7 @@ function commonChecks(objs, notes) {
   }
   const kinds = new Set(objs.map((o) => o.kind));
   for (const k of kinds) {
-    check(["DaemonSet", "ServiceAccount", "Service", "ServiceMonitor"].includes(k), `unexpected kind ${k}`);
+    check(["DaemonSet", "ServiceAccount", "Service", "ServiceMonitor", "ConfigMap"].includes(k), `unexpected kind ${k}`);
   }
 
   const dss = ofKind(objs, "DaemonSet");
@@ -171,7 +189,8 @@ function commonChecks(objs, notes) {
     const flag = a.includes("=") ? a.slice(0, a.indexOf("=")) : a;
     check(DAEMON_FLAGS.has(flag), `arg ${a} is a known daemon flag`);
   }
-  for (const single of ["--state_dir", "--backend", "--blksnap_flavour", "--health_listen"]) {
+  for (const single of ["--state_dir", "--backend", "--blksnap_flavour", "--health_listen",
+    "--max_receive_message_bytes", "--max_concurrent_streams", "--max_stream_duration"]) {
     eq(flagValues(args, single).length, 1, `${single} given once`);
   }
   check(["auto", "blksnap", "ublk"].includes(flagValues(args, "--backend")[0]), "--backend value");
@@ -226,6 +245,55 @@ function commonChecks(objs, notes) {
     }
   }
   check(!(tls && args.includes("--allow_insecure_tcp")), "TLS and --allow_insecure_tcp are exclusive");
+  // Authorization files: read-only mounts of a ConfigMap or Secret, with modes the agent accepts
+  // (config_file.cc: the policy not writable by group or others; the tokens in addition not
+  // readable by others: the chart uses 0400).
+  for (const single of ["--authz_policy", "--auth_tokens_file"]) {
+    check(flagValues(args, single).length <= 1, `${single} given at most once`);
+  }
+  for (const path of flagValues(args, "--authz_policy")) {
+    const { m, src, item, mode } = fileSource(ds, path);
+    check(src && item, `--authz_policy file ${path} is projected from a ConfigMap or Secret`);
+    eq(m?.readOnly, true, "--authz_policy mount is read-only");
+    check(typeof mode === "number" && (mode & 0o022) === 0, `--authz_policy file mode ${mode?.toString(8)} not writable by group or others`);
+    const cm = src?.name && ofKind(objs, "ConfigMap").find((o) => o.metadata.name === src.name);
+    if (cm) {
+      check(typeof cm.data?.[item?.key] === "string" && cm.data[item.key].length > 0, `ConfigMap ${cm.metadata.name} holds the policy under ${item?.key}`);
+      const sum = createHash("sha256").update(cm.data?.[item?.key] ?? "").digest("hex");
+      eq(ds.spec.template.metadata.annotations?.["checksum/authz-policy"], sum, "pod annotation checksum/authz-policy = sha256 of the inline policy (changes roll the pods)");
+    }
+  }
+  for (const path of flagValues(args, "--auth_tokens_file")) {
+    const { m, v, item, mode } = fileSource(ds, path);
+    check(v?.secret && item, `--auth_tokens_file ${path} is projected from a Secret`);
+    eq(m?.readOnly, true, "--auth_tokens_file mount is read-only");
+    eq(mode, 0o400, "--auth_tokens_file mode 0400");
+  }
+  for (const cm of ofKind(objs, "ConfigMap")) {
+    check((pod.volumes ?? []).some((v) => v.configMap?.name === cm.metadata.name), `ConfigMap ${cm.metadata.name} is mounted`);
+  }
+  // Something a TCP caller can be granted by: the agent refuses every TCP call nothing grants.
+  const tcpListeners = flagValues(args, "--listen").filter((x) => !x.startsWith("unix:"));
+  if (tcpListeners.length) {
+    check(flagValues(args, "--authz_policy").length + flagValues(args, "--auth_tokens_file").length > 0,
+      "TCP listener with an --authz_policy or an --auth_tokens_file");
+    if (flagValues(args, "--tls_client_ca").length === 0) {
+      check(flagValues(args, "--auth_tokens_file").length === 1, "TCP without client certificates has bearer tokens");
+    }
+  }
+  // Path allowlists and limits.
+  check(flagValues(args, "--device_allow").length >= 1, "at least one --device_allow");
+  for (const g of flagValues(args, "--device_allow")) check(/^\/[^,\s]*$/.test(g), `--device_allow ${g} is absolute, without commas`);
+  const mountPaths = (c.volumeMounts ?? []).map((m) => m.mountPath);
+  for (const d of flagValues(args, "--diff_storage_allow")) {
+    check(/^\/[^,\s]*$/.test(d) && !/(^|\/)\.\.(\/|$)/.test(d), `--diff_storage_allow ${d} is absolute, without commas or ..`);
+    check(mountPaths.some((mp) => under(d, mp)), `--diff_storage_allow ${d} lies under a volume mount (visible in the pod)`);
+  }
+  const recv = Number(flagValues(args, "--max_receive_message_bytes")[0]);
+  check(Number.isInteger(recv) && recv >= 65536 && recv <= 1073741824, "--max_receive_message_bytes in the agent's range");
+  check(Number(flagValues(args, "--max_concurrent_streams")[0]) >= 1, "--max_concurrent_streams >= 1");
+  check(/^(inf|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|ms|s|m|h))+)$/.test(flagValues(args, "--max_stream_duration")[0] ?? ""),
+    "--max_stream_duration is a duration");
   // ServiceAccount.
   const sas = ofKind(objs, "ServiceAccount");
   if (sas.length) eq(pod.serviceAccountName, sas[0].metadata.name, "pod uses the rendered ServiceAccount");
@@ -260,6 +328,10 @@ function commonChecks(objs, notes) {
     check(notes.includes(`grpcurl -plaintext -unix ${l.slice(5)} list`), "NOTES show grpcurl on the socket");
     check(notes.includes("cbtctl"), "NOTES show cbtctl");
   }
+  check(notes.includes("AUTHORIZATION"), "NOTES have the authorization section");
+  if (flagValues(args, "--auth_tokens_file").length && tcpListeners.length) {
+    check(notes.includes("authorization: Bearer"), "NOTES show a call with a bearer token");
+  }
   if (flagValues(args, "--tls_client_ca").length) {
     check(notes.includes("-cert client.crt -key client.key"), "NOTES show an mTLS grpcurl call");
     check(notes.includes("--tls_cert client.crt --tls_key client.key"), "NOTES show an mTLS cbtctl call");
@@ -272,7 +344,7 @@ function commonChecks(objs, notes) {
 
 const appVersion = String(chart.appVersion);
 const CASES = {
-  default({ objs, pod, c, args }) {
+  default({ objs, pod, c, args, notes }) {
     eq(objs.map((o) => o.kind).sort(), ["DaemonSet", "ServiceAccount"], "kinds rendered");
     eq(ofKind(objs, "Service").length, 0, "no Service by default");
     eq(flagValues(args, "--listen"), ["unix:/run/cbt-agent/agent.sock"], "--listen");
@@ -283,6 +355,15 @@ const CASES = {
     eq(flagValues(args, "--state_dir"), ["/var/lib/cbt-agent"], "--state_dir");
     eq(flagValues(args, "--metrics_listen"), [], "metrics off by default");
     check(!args.some((a) => a.startsWith("--tls_") || a === "--allow_insecure_tcp"), "no TLS / insecure flags");
+    eq(flagValues(args, "--authz_policy"), [], "no --authz_policy by default");
+    eq(flagValues(args, "--auth_tokens_file"), [], "no --auth_tokens_file by default");
+    eq(ofKind(objs, "ConfigMap").length, 0, "no ConfigMap by default");
+    eq(flagValues(args, "--device_allow"), ["/dev/*"], "--device_allow default");
+    eq(flagValues(args, "--diff_storage_allow"), [], "no --diff_storage_allow (agent default <stateDir>/diff)");
+    eq(flagValues(args, "--max_receive_message_bytes"), ["4194304"], "--max_receive_message_bytes default");
+    eq(flagValues(args, "--max_concurrent_streams"), ["128"], "--max_concurrent_streams default");
+    eq(flagValues(args, "--max_stream_duration"), ["10m"], "--max_stream_duration default");
+    check(notes.includes("Diff storage allowed under: /var/lib/cbt-agent/diff (the default)"), "NOTES name the default diff-storage dir");
     eq(c.image, `cbt-agent:${appVersion}`, "image tag defaults to appVersion");
     eq(c.imagePullPolicy, "IfNotPresent", "imagePullPolicy");
     eq(pod.priorityClassName, "system-node-critical", "priorityClassName");
@@ -291,8 +372,8 @@ const CASES = {
     check(c.resources?.limits?.cpu === undefined, "no CPU limit by default");
     eq(volumeOf(pod, "socket-dir")?.hostPath, { path: "/run/cbt-agent", type: "DirectoryOrCreate" }, "socket dir hostPath");
   },
-  "tcp-mtls-metrics"({ objs, ds, c, args }) {
-    eq(objs.map((o) => o.kind).sort(), ["DaemonSet", "Service", "Service", "ServiceAccount", "ServiceMonitor"], "kinds rendered");
+  "tcp-mtls-metrics"({ objs, ds, c, args, notes }) {
+    eq(objs.map((o) => o.kind).sort(), ["ConfigMap", "DaemonSet", "Service", "Service", "ServiceAccount", "ServiceMonitor"], "kinds rendered");
     eq(flagValues(args, "--listen"), ["unix:/run/cbt-agent/agent.sock", "0.0.0.0:50051"], "--listen (socket and TCP)");
     eq(flagValues(args, "--socket_group"), ["2000"], "numeric --socket_group");
     eq(flagValues(args, "--tls_cert"), ["/etc/cbt-agent/tls/tls.crt"], "--tls_cert");
@@ -311,6 +392,20 @@ const CASES = {
     eq(sm?.spec.endpoints?.[0]?.interval, "15s", "ServiceMonitor interval");
     eq(sm?.spec.endpoints?.[0]?.metricRelabelings?.[0]?.action, "drop", "ServiceMonitor metricRelabelings");
     check((c.ports ?? []).some((p) => p.name === "metrics" && p.containerPort === 9811), "metrics container port");
+    // Authorization: inline policy in a ConfigMap, tokens from a Secret.
+    eq(flagValues(args, "--authz_policy"), ["/etc/cbt-agent/authz/policy"], "--authz_policy");
+    eq(flagValues(args, "--auth_tokens_file"), ["/etc/cbt-agent/tokens/tokens"], "--auth_tokens_file");
+    const cm = ofKind(objs, "ConfigMap")[0];
+    eq(cm?.metadata.name, "cbt-agent-authz", "policy ConfigMap name");
+    eq(cm?.data?.policy?.split("\n")[0], "grant write cert-cn:backup-controller", "policy ConfigMap holds the inline policy");
+    eq(volume(ds, "authz-policy")?.configMap, { name: "cbt-agent-authz", defaultMode: 0o444, items: [{ key: "policy", path: "policy" }] },
+       "policy volume: the ConfigMap, mode 0444");
+    check(secretMountedAt(ds, "cbt-agent-tokens", "/etc/cbt-agent/tokens"), "tokens Secret mounted read-only");
+    eq(volume(ds, "auth-tokens")?.secret, { secretName: "cbt-agent-tokens", defaultMode: 0o400, items: [{ key: "tokens", path: "tokens" }] },
+       "tokens volume: the Secret, mode 0400");
+    check(/^[0-9a-f]{64}$/.test(ds.spec.template.metadata.annotations?.["checksum/authz-policy"] ?? ""), "policy checksum annotation");
+    check(notes.includes("Policy: ConfigMap cbt-agent-authz"), "NOTES name the policy ConfigMap");
+    check(notes.includes("--token_file client.token"), "NOTES show cbtctl with a token");
   },
   ublk({ objs, ds, c, args }) {
     eq(ofKind(objs, "Service").length, 0, "no Service");
@@ -319,6 +414,10 @@ const CASES = {
     eq(flagValues(args, "--socket_group"), ["backup"], "named --socket_group");
     eq(flagValues(args, "--socket_mode"), ["0600"], "--socket_mode");
     eq(args[args.length - 1], "--metrics_listen=127.0.0.1:9900", "extraArgs appended last");
+    eq(flagValues(args, "--diff_storage_allow"), ["/var/lib/cbt-agent-diff"],
+       "the diff-storage hostPath is allowed (security.diffStorageAllow)");
+    check(args.indexOf("--diff_storage_allow=/var/lib/cbt-agent-diff") < args.indexOf("--health_listen=0.0.0.0:9810"),
+       "--diff_storage_allow rendered by the chart, not through extraArgs");
     check(hostPathMountedAt(ds, "/var/lib/cbt-agent-diff", "/var/lib/cbt-agent-diff"), "extra diff-storage hostPath mounted");
     eq(c.env, [{ name: "TZ", value: "UTC" }], "extraEnv");
   },
@@ -337,7 +436,7 @@ const CASES = {
     eq(c.resources, { requests: { cpu: "250m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } }, "resources");
     eq(pod.terminationGracePeriodSeconds, 60, "terminationGracePeriodSeconds");
   },
-  "tcp-only-insecure"({ objs, ds, c, args }) {
+  "tcp-only-insecure"({ objs, ds, c, args, notes }) {
     eq(flagValues(args, "--listen"), ["0.0.0.0:7443"], "--listen (TCP only)");
     check(args.includes("--allow_insecure_tcp"), "--allow_insecure_tcp");
     check(!args.some((a) => a.startsWith("--tls_") || a.startsWith("--socket_")), "no TLS or socket flags");
@@ -348,6 +447,34 @@ const CASES = {
     eq(svc?.spec.internalTrafficPolicy, "Local", "internalTrafficPolicy");
     eq(svc?.spec.ports, [{ name: "grpc", port: 443, targetPort: "grpc", protocol: "TCP" }], "API Service ports");
     eq((c.ports ?? []).find((p) => p.name === "grpc"), { name: "grpc", containerPort: 7443, hostPort: 7443, protocol: "TCP" }, "grpc container port with hostPort");
+    // Plaintext: only bearer tokens can be granted; no policy.
+    eq(flagValues(args, "--authz_policy"), [], "no --authz_policy");
+    eq(flagValues(args, "--auth_tokens_file"), ["/etc/cbt-agent/tokens/tokens"], "--auth_tokens_file");
+    eq(volume(ds, "auth-tokens")?.secret, { secretName: "cbt-agent-test-tokens", defaultMode: 0o400, items: [{ key: "tokens.txt", path: "tokens" }] },
+       "tokens volume: the Secret's tokens.txt, mode 0400");
+    check(!volume(ds, "authz-policy") && ofKind(objs, "ConfigMap").length === 0, "no policy volume or ConfigMap");
+    check(notes.includes("travel in clear text"), "NOTES warn about tokens on plaintext TCP");
+  },
+  "tcp-tls-policy-secret"({ objs, ds, pod, c, args, notes }) {
+    eq(objs.map((o) => o.kind).sort(), ["DaemonSet", "Service", "ServiceAccount"], "kinds rendered (no ConfigMap)");
+    eq(flagValues(args, "--listen"), ["[::]:50051"], "--listen (TCP only, IPv6)");
+    eq(flagValues(args, "--health_listen"), ["[::]:9810"], "--health_listen (IPv6)");
+    eq(flagValues(args, "--tls_client_ca"), [], "no client CA");
+    eq(flagValues(args, "--authz_policy"), ["/etc/cbt-agent/authz/policy"], "--authz_policy");
+    eq(flagValues(args, "--auth_tokens_file"), ["/etc/cbt-agent/tokens/tokens"], "--auth_tokens_file");
+    check(secretMountedAt(ds, "cbt-agent-authz", "/etc/cbt-agent/authz"), "policy Secret mounted read-only");
+    eq(volume(ds, "authz-policy")?.secret, { secretName: "cbt-agent-authz", defaultMode: 0o400, items: [{ key: "authz.policy", path: "policy" }] },
+       "policy volume: the Secret's authz.policy, mode 0400");
+    eq(volume(ds, "auth-tokens")?.secret?.defaultMode, 0o400, "tokens mode 0400 (0440 with the fsGroup, which the agent accepts)");
+    eq(pod.securityContext, { fsGroup: 3000 }, "podSecurityContext");
+    check(ds.spec.template.metadata.annotations?.["checksum/authz-policy"] === undefined, "no checksum annotation for a policy Secret");
+    eq(flagValues(args, "--device_allow"), ["/dev/nvme*n*", "/dev/sd*", "/dev/dm-*"], "--device_allow, one flag per glob");
+    eq(flagValues(args, "--diff_storage_allow"), ["/dev/nvme9n1"], "--diff_storage_allow (a block device)");
+    eq(flagValues(args, "--max_receive_message_bytes"), ["16777216"], "--max_receive_message_bytes");
+    eq(flagValues(args, "--max_concurrent_streams"), ["32"], "--max_concurrent_streams");
+    eq(flagValues(args, "--max_stream_duration"), ["1h30m"], "--max_stream_duration");
+    check(notes.includes("Policy: Secret cbt-agent-authz (key authz.policy)"), "NOTES name the policy Secret");
+    check(notes.includes("rollout restart daemonset/cbt-agent"), "NOTES say to restart after changing a Secret");
   },
 };
 function volumeOf(pod, name) {
@@ -379,7 +506,7 @@ for (const name of names) {
   const fn = CASES[name];
   try {
     const ctx = commonChecks(objs, notes);
-    if (ctx && fn) fn({ objs, ...ctx });
+    if (ctx && fn) fn({ objs, notes, ...ctx });
   } catch (e) {
     // A render so broken that an assertion could not even look at it.
     check(false, `assertions aborted: ${e.stack}`);

@@ -4,6 +4,8 @@
 #   tests/fuzz/run-fuzzers.sh [SECONDS_PER_TARGET (default 20)]
 # Build directory: $CBT_FUZZ_BUILD or <repo>/build-fuzz. New corpus entries and crash artifacts
 # go there, never into the repository. Exits non-zero if a target fails to build or crashes.
+# The committed corpus (tests/fuzz/corpus/<target>) is the seeds plus the -merge=1 result of a
+# local campaign of ~1.5 x 10^7 executions; figures and how to redo it: docs/RELIABILITY.md.
 set -euo pipefail
 
 seconds="${1:-20}"

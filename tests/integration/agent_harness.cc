@@ -51,9 +51,10 @@ bool AgentHarness::StartEmulator() {
 }
 
 bool AgentHarness::LaunchAgent(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {CBT_AGENT_BINARY, "--state_dir=" + state_dir(),
-                                   "--backend=blksnap",
-                                   "--blksnap_emulator_socket=" + kernel_socket()};
+  // Diff storage lives in the work directory, outside the default allowlist (<state_dir>/diff).
+  std::vector<std::string> argv = {
+      CBT_AGENT_BINARY, "--state_dir=" + state_dir(), "--backend=blksnap",
+      "--blksnap_emulator_socket=" + kernel_socket(), "--diff_storage_allow=" + diff_dir()};
   argv.insert(argv.end(), args.begin(), args.end());
   return agent_.Start(argv, work_dir_ + "/agent.log");
 }
@@ -62,6 +63,19 @@ bool AgentHarness::StartAgent(const std::vector<std::string>& extra_args) {
   std::vector<std::string> args = {"--listen=unix:" + agent_socket()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   if (!LaunchAgent(args)) return false;
+  return Connect();
+}
+
+bool AgentHarness::StartHostAgent(const std::vector<std::string>& extra_args) {
+  std::vector<std::string> argv = {CBT_AGENT_BINARY, "--state_dir=" + state_dir(), "--backend=auto",
+                                   "--listen=unix:" + agent_socket(),
+                                   "--diff_storage_allow=" + diff_dir()};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  if (!agent_.Start(argv, work_dir_ + "/agent.log")) return false;
+  return Connect();
+}
+
+bool AgentHarness::Connect() {
   if (!WaitForUnixSocket(agent_socket(), 15000)) return false;
   channel_ = grpc::CreateChannel("unix:" + agent_socket(), grpc::InsecureChannelCredentials());
   stub_ = cbtagent::v1::CbtAgent::NewStub(channel_);

@@ -33,7 +33,12 @@ class AgentHarness {
   // Starts the daemon on a Unix socket in the work directory (plus `extra_args`) and connects.
   bool StartAgent(const std::vector<std::string>& extra_args = {});
   // Starts the daemon without waiting for its socket (for tests that expect it to refuse).
+  // Besides `args` it gets the state dir, the emulator and --diff_storage_allow=diff_dir().
   bool LaunchAgent(const std::vector<std::string>& args);
+  // Starts the daemon WITHOUT the emulator (--backend=auto on the host, which has no blksnap
+  // module: every backend call fails), on the Unix socket plus `extra_args`, and connects. For
+  // checks that must see the host's real file system (its /dev), never reaching a backend.
+  bool StartHostAgent(const std::vector<std::string>& extra_args = {});
   int StopAgent(int signal, int timeout_ms = 15000);
 
   cbtagent::v1::CbtAgent::Stub& agent() { return *stub_; }
@@ -47,6 +52,11 @@ class AgentHarness {
   std::string state_dir() const { return work_dir_ + "/state"; }
   std::string diff_dir() const { return work_dir_ + "/diff"; }
   std::string AgentLog() const { return agent_.Log(); }
+  // The part of the agent's log written after it was `offset` bytes long.
+  std::string AgentLogSince(size_t offset) const {
+    const std::string log = agent_.Log();
+    return offset < log.size() ? log.substr(offset) : "";
+  }
 
  private:
   std::string flavour_;
@@ -57,6 +67,8 @@ class AgentHarness {
   ChildProcess agent_;
   std::optional<blksnap::emulator::EmulatorClient> kernel_;
   std::shared_ptr<grpc::Channel> channel_;
+  bool Connect();
+
   std::unique_ptr<cbtagent::v1::CbtAgent::Stub> stub_;
 };
 

@@ -4,10 +4,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "api_calls.h"
+#include "credentials.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace cbt::testing {
@@ -15,13 +13,7 @@ namespace {
 
 constexpr uint64_t kMiB = 1024 * 1024;
 const char kDev[] = "/dev/emu-a";
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+const char kToken[] = "0123456789abcdef0123456789abcdef";
 
 class TransportTest : public ::testing::Test {
  protected:
@@ -30,34 +22,27 @@ class TransportTest : public ::testing::Test {
         "lk6.15", "6.15.0", std::vector<EmulatedDevice>{{kDev, 64 * kMiB, 8, 16}});
     ASSERT_TRUE(harness_->StartEmulator());
   }
-  // A CA, a server certificate for 127.0.0.1/localhost and a client certificate, made with
-  // openssl in the work directory.
+  // A CA, a server certificate for 127.0.0.1/localhost and a client certificate (CN
+  // backup-controller), made with openssl in the work directory.
   void MakeCertificates() {
-    const std::string d = harness_->work_dir();
-    const std::string script =
-        "cd " + d + " && exec >openssl.log 2>&1 && "
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
-        "-subj /CN=test-ca && "
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-        "-subj /CN=localhost && "
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext && "
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-        "-out server.pem -days 2 -extfile san.ext && "
-        "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
-        "-subj /CN=backup-controller && "
-        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-        "-out client.pem -days 2";
-    ASSERT_EQ(RunShell(script), 0) << ReadText(d + "/openssl.log");
+    certificates_ = std::make_unique<TestCertificates>(harness_->work_dir());
+    ASSERT_TRUE(certificates_->MakeAuthority("ca") && certificates_->MakeServer() &&
+                certificates_->MakeClient("client", "backup-controller"))
+        << certificates_->OpensslLog();
   }
   std::unique_ptr<AgentHarness> harness_;
+  std::unique_ptr<TestCertificates> certificates_;
 };
 
-grpc::Status Ping(std::shared_ptr<grpc::Channel> channel) {
+// Echo, with a bearer token when `token` is not empty.
+grpc::Status Ping(std::shared_ptr<grpc::Channel> channel, const std::string& token = "") {
   auto stub = v1::CbtAgent::NewStub(channel);
   v1::EchoRequest request;
   request.set_payload("ping");
   v1::EchoResponse response;
-  grpc::Status status = stub->Echo(Deadline(10).get(), request, &response);
+  auto context = Deadline(10);
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  grpc::Status status = stub->Echo(context.get(), request, &response);
   if (status.ok() && response.payload() != "ping") {
     return grpc::Status(grpc::StatusCode::INTERNAL, "echo changed the payload");
   }
@@ -85,35 +70,33 @@ TEST_F(TransportTest, TcpWithoutTlsIsRefusedUnlessExplicitlyAllowed) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
   EXPECT_NE(harness_->AgentLog().find("without TLS"), std::string::npos) << harness_->AgentLog();
 
-  ASSERT_TRUE(harness_->LaunchAgent(
-      {"--listen=127.0.0.1:" + std::to_string(port), "--allow_insecure_tcp"}));
+  // Allowed, the listener still lets only granted callers in: here a bearer token.
+  const std::string tokens = harness_->work_dir() + "/tokens";
+  ASSERT_TRUE(WriteFileWithMode(tokens, std::string(kToken) + " prober read\n", 0600));
+  ASSERT_TRUE(harness_->LaunchAgent({"--listen=127.0.0.1:" + std::to_string(port),
+                                     "--allow_insecure_tcp", "--auth_tokens_file=" + tokens}));
   ASSERT_TRUE(WaitForTcpPort(port, 10000)) << harness_->AgentLog();
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
                                      grpc::InsecureChannelCredentials());
-  EXPECT_TRUE(Ping(channel).ok());
+  EXPECT_EQ(Ping(channel).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(Ping(channel, kToken).ok()) << harness_->AgentLog();
 }
 
 TEST_F(TransportTest, MutualTlsAcceptsOnlyClientsWithACertificate) {
   MakeCertificates();
-  const std::string d = harness_->work_dir();
+  const std::string policy = harness_->work_dir() + "/policy";
+  ASSERT_TRUE(WriteFileWithMode(policy, "grant read cert-cn:backup-controller\n", 0644));
   const int port = PickFreePort();
-  ASSERT_TRUE(harness_->StartAgent({"--listen=127.0.0.1:" + std::to_string(port),
-                                    "--tls_cert=" + d + "/server.pem",
-                                    "--tls_key=" + d + "/server.key",
-                                    "--tls_client_ca=" + d + "/ca.pem"}))
-      << harness_->AgentLog();
+  std::vector<std::string> flags = certificates_->ServerFlags();
+  flags.push_back("--listen=127.0.0.1:" + std::to_string(port));
+  flags.push_back("--authz_policy=" + policy);
+  ASSERT_TRUE(harness_->StartAgent(flags)) << harness_->AgentLog();
   ASSERT_TRUE(WaitForTcpPort(port, 10000));
   const std::string target = "localhost:" + std::to_string(port);
 
-  grpc::SslCredentialsOptions with_cert;
-  with_cert.pem_root_certs = ReadText(d + "/ca.pem");
-  with_cert.pem_private_key = ReadText(d + "/client.key");
-  with_cert.pem_cert_chain = ReadText(d + "/client.pem");
-  EXPECT_TRUE(Ping(grpc::CreateChannel(target, grpc::SslCredentials(with_cert))).ok());
-
-  grpc::SslCredentialsOptions without_cert;
-  without_cert.pem_root_certs = ReadText(d + "/ca.pem");
-  EXPECT_FALSE(Ping(grpc::CreateChannel(target, grpc::SslCredentials(without_cert))).ok());
+  EXPECT_TRUE(Ping(certificates_->Channel(target, "client")).ok()) << harness_->AgentLog();
+  // Without a tokens file the certificate is required at the handshake itself.
+  EXPECT_EQ(Ping(certificates_->Channel(target)).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_FALSE(
       Ping(grpc::CreateChannel(target, grpc::InsecureChannelCredentials())).ok());
 }

@@ -50,7 +50,7 @@ TEST(DeviceOptionsTest, DeviceInfoAsksForRecovery) {
   ublksrv_ctrl_dev_info info = BuildDeviceInfo(o, /*features=*/0x1fe);
   EXPECT_EQ(info.nr_hw_queues, 2);
   EXPECT_EQ(info.queue_depth, 32);
-  EXPECT_EQ(info.max_io_buf_bytes, 512u << 10);
+  EXPECT_EQ(info.max_io_buf_bytes, 1u << 20);  // the default: a 1 MiB write is one request
   EXPECT_EQ(info.dev_id, kAnyDeviceId);
   EXPECT_EQ(info.flags, kFCmdIoctlEncode | kFUserRecovery | kFUserRecoveryReissue);
   // A driver that lists its features but lacks REISSUE is not asked for it.
@@ -61,6 +61,8 @@ TEST(DeviceOptionsTest, DeviceInfoAsksForRecovery) {
   EXPECT_TRUE(info.flags & kFUserRecoveryReissue);
   o.user_recovery = o.recovery_reissue = false;
   EXPECT_EQ(BuildDeviceInfo(o, 0x1fe).flags, kFCmdIoctlEncode);
+  // A proxy forwards to a device with its own scheduler (docs/BENCHMARKS.md).
+  EXPECT_EQ(UblkDeviceOptions{}.io_scheduler, "none");
 }
 
 TEST(DeviceOptionsTest, ParamsCarryCacheAttributesAndGeometry) {

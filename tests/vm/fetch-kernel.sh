@@ -35,10 +35,11 @@ meta=${CBT_VM_KERNEL_META:-linux-image-6.12-amd64}
 # ublk_drv: the point of it all. loop: loop devices for tests. ext4: file systems on test devices;
 # it also needs the crc32c crypto driver, which it requests at mount time (not a depends=; there is
 # no modprobe in the guest), so crc32c_generic is listed explicitly. 9p + 9pnet_virtio: the host
-# root and the work tree. The known dependencies (netfs, 9pnet, jbd2, mbcache, crc16) are listed
+# root and the work tree. dm_mod: device-mapper, to make a tracked device fail or vanish on demand
+# (the fault scenarios). The known dependencies (netfs, 9pnet, jbd2, mbcache, crc16) are listed
 # too, so that a single pass over the package normally suffices; any dependency a newer kernel adds
 # is found from the modules' own depends= and fetched as well.
-modules="ublk_drv loop netfs 9pnet 9pnet_virtio 9p crc16 crc32c_generic mbcache jbd2 ext4 ${CBT_VM_MODULES:-}"
+modules="ublk_drv loop dm_mod netfs 9pnet 9pnet_virtio 9p crc16 crc32c_generic mbcache jbd2 ext4 ${CBT_VM_MODULES:-}"
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd -P)

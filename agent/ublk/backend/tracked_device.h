@@ -38,7 +38,7 @@ struct ProxyOptions {
   std::string control_path = kControlDevicePath;
   uint16_t queue_count = 1;
   uint16_t queue_depth = 64;
-  uint32_t max_io_bytes = 512 << 10;
+  uint32_t max_io_bytes = 1 << 20;  // as UblkDeviceOptions (docs/BENCHMARKS.md)
   absl::Duration block_device_timeout = absl::Seconds(10);
 };
 
@@ -80,6 +80,8 @@ class TrackedDevice final : private WriteObserver {
   // Clean stop: quiesce, then leave the proxy to the next agent (UblkDevice::HandOver). Returns
   // the CBT map as it stands once no write can change it any more.
   absl::StatusOr<CbtMapState> HandOver(absl::Duration timeout);
+  // The same without draining I/O first and without the map, for a stop that cannot save it.
+  absl::Status HandOverWithoutMap() { return device_->HandOver(); }
 
   const OriginDevice& origin() const { return origin_; }
   CbtMap& cbt_map() { return *map_; }

@@ -211,7 +211,17 @@ std::shared_ptr<TrackedDevice> UblkBackend::FindTracker(const std::string& resol
 absl::StatusOr<std::shared_ptr<TrackedDevice>> UblkBackend::RequireTracker(
     const std::string& device) const {
   absl::StatusOr<OriginDevice> origin = Resolve(device);
-  if (!origin.ok()) return origin.status();
+  if (!origin.ok()) {
+    // A tracked device that disappeared (unplugged, dm device removed) is still found by the
+    // path it was attached with or resolved to, so that it can be inspected and detached.
+    if (absl::IsNotFound(origin.status())) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [path, tracked] : trackers_) {
+        if (tracked->origin().device == device || path == device) return tracked;
+      }
+    }
+    return origin.status();
+  }
   std::shared_ptr<TrackedDevice> tracked = FindTracker(origin->resolved_path);
   if (tracked == nullptr) {
     return absl::NotFoundError(
@@ -401,8 +411,28 @@ void UblkBackend::Shutdown() {
     LogInfo("ublk", "snapshot %s released at stop (ublk snapshots live in the agent)",
             id.c_str());
   }
+  // Saving a map into a directory that lives on a proxy would wait forever for the proxy
+  // this very loop quiesces; such a stop saves nothing (the next start begins new generations).
+  bool state_on_proxy = false;
+  if (struct stat st; state_ != nullptr && stat(state_->directory().c_str(), &st) == 0) {
+    for (const auto& [resolved, tracked] : trackers) {
+      const agent::DeviceNumber n = tracked->proxy_number();
+      if (WholeDiskOf(st.st_dev) == makedev(n.major, n.minor)) state_on_proxy = true;
+    }
+  }
+  if (state_on_proxy) {
+    LogWarning("ublk", "the state directory %s is on a device this agent serves; CBT maps are "
+               "not saved (keep it off tracked devices)", state_->directory().c_str());
+  }
   for (auto& [resolved, tracked] : trackers) {
     if (state_ == nullptr) continue;  // nobody could take the proxy over: removed below
+    if (state_on_proxy) {
+      if (absl::Status s = tracked->HandOverWithoutMap(); !s.ok()) {
+        LogWarning("ublk", "handing %s over: %s", tracked->io_path().c_str(),
+                   s.ToString().c_str());
+      }
+      continue;
+    }
     absl::StatusOr<CbtMapState> map = tracked->HandOver(options_.quiesce_timeout);
     if (!map.ok()) {
       LogWarning("ublk", "handing %s over: %s; the proxy is removed", tracked->io_path().c_str(),

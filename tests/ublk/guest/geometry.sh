@@ -2,7 +2,8 @@
 # geometry.sh PATH/TO/ublk-serve — in the VM. Backing = a loop device with 4096-byte sectors over
 # a 32 MiB file: /dev/ublkbN's capacity and logical/physical block sizes equal the loop device's,
 # the write cache is "write back" with FUA (what lets FLUSH/FUA reach the target), requests are
-# capped at 512 KiB, a 4 KiB O_DIRECT write through ublk reads back through the loop device, and
+# capped at 512 KiB (ublk-serve's --max-io default), the I/O scheduler is "none" (set by
+# UblkDevice), a 4 KiB O_DIRECT write through ublk reads back through the loop device, and
 # a 512-byte O_DIRECT write is refused (the device really has 4 KiB logical blocks).
 source "$(dirname "$0")/lib.sh"
 
@@ -28,6 +29,7 @@ expect_eq "blockdev --getsize64" "$(blockdev --getsize64 "$loopdev")" "$(blockde
 expect_eq "write_cache" "write back" "$(cat $ub/queue/write_cache)"
 expect_eq "fua" 1 "$(cat $ub/queue/fua)"
 expect_eq "max_hw_sectors_kb" 512 "$(cat $ub/queue/max_hw_sectors_kb)"
+check "I/O scheduler is none ($(cat $ub/queue/scheduler))" grep -q '\[none\]' $ub/queue/scheduler
 
 pattern "$scratch/pattern" 65536
 check "64 KiB O_DIRECT write through ublk reads back through the loop device" bash -c "

@@ -114,18 +114,96 @@ extents() {
     jq -r '.extents[]? | "\(.offset // 0) \(.length)"'
 }
 
-# cbt_map_file DEV FILE: the raw CBT map of DEV into FILE.
-cbt_map_file() { ctl cbt map "$1" --output "$2" > /dev/null; }
-
-# write_at DEV OFFSET LENGTH SOURCE [SKIP]: O_DIRECT write of LENGTH bytes of SOURCE (from
-# byte SKIP) at byte OFFSET (all multiples of 4096).
-write_at() {
-  dd if="$4" of="$1" bs=4096 seek=$(($2 / 4096)) skip=$((${5:-0} / 4096)) \
-    count=$(($3 / 4096)) oflag=direct conv=notrunc status=none
+# start_watch FILE: `cbtctl --json watch` in the background, its events (one JSON object a line)
+# into FILE; sets watch_pid (stopped at exit). Whether the stream is subscribed yet cannot be
+# seen: sync with an event (e.g. a snapshot released) before relying on it.
+watch_pid=""
+start_watch() {
+  "$CBTCTL" --address "unix:$sock" --json watch > "$1" 2> "$1.err" &
+  watch_pid=$!
+  cleanup_hooks+=("kill -TERM $watch_pid 2>/dev/null")
 }
 
-# sum_of DEV OFFSET LENGTH: md5 of a byte range (O_DIRECT reads).
+# wait_event FILE FILTER [SECONDS]: waits (20 s) for a line of FILE (start_watch) that the jq
+# FILTER selects, and prints the first such line.
+wait_event() {
+  local i line
+  for ((i = 0; i < ${3:-20} * 5; i++)); do
+    line=$(jq -c "select($2)" "$1" 2>/dev/null | head -n 1)
+    [ -n "$line" ] && { echo "$line"; return 0; }
+    nap 0.2
+  done
+  echo "no event matching $2 in ${3:-20} s: $(tail -n 3 "$1" "$1.err")"
+  return 1
+}
+
+# block_extents BLOCK_SIZE "OFFSET LENGTH"...: byte ranges rounded out to CBT blocks and merged,
+# as GetChangedExtents reports them ("offset length" lines, like extents() prints).
+block_extents() {
+  local bs=$1 w off len
+  shift
+  for w in "$@"; do
+    read -r off len <<< "$w"
+    echo "$((off / bs * bs)) $(((off + len + bs - 1) / bs * bs - off / bs * bs))"
+  done | sort -n | awk '
+    { if (n && $1 <= o + l) { e = $1 + $2; if (e > o + l) l = e - o } else { if (n) print o, l; o = $1; l = $2; n = 1 } }
+    END { if (n) print o, l }'
+}
+
+# lines < TEXT: the lines of TEXT joined with ", " (multi-line values on one result line).
+lines() { local text; text=$(cat); echo "${text//$'\n'/, }"; }
+
+# cbt_map_file DEV FILE: the raw CBT map of DEV into FILE.
+# (cbtctl's progress line on stderr is shown only on failure.)
+cbt_map_file() {
+  ctl cbt map "$1" --output "$2" > /dev/null 2> "$2.err" || { cat "$2.err"; return 1; }
+}
+
+# write_at DEV OFFSET LENGTH SOURCE [SKIP]: O_DIRECT write of LENGTH bytes of SOURCE (from
+# byte SKIP) at byte OFFSET (all multiples of 4096), in the largest blocks (up to 1 MiB) that
+# divide all three.
+write_at() {
+  local bs=$((1 << 20)) skip=${5:-0}
+  while (($2 % bs || $3 % bs || skip % bs)); do bs=$((bs / 2)); done
+  dd if="$4" of="$1" bs=$bs seek=$(($2 / bs)) skip=$((skip / bs)) \
+    count=$(($3 / bs)) oflag=direct conv=notrunc status=none
+}
+
+# mirror_write DEV FILE OFFSET LENGTH SOURCE: write_at DEV, and the same bytes into the plain
+# FILE that holds what DEV should contain (compare with sum_of DEV and md5sum FILE).
+mirror_write() {
+  write_at "$1" "$3" "$4" "$5" &&
+    dd if="$5" of="$2" bs=4096 seek=$(($3 / 4096)) count=$(($4 / 4096)) conv=notrunc status=none
+}
+
+# sum_of DEV OFFSET LENGTH: md5 of a byte range (O_DIRECT reads, multiples of 512), read in the
+# largest blocks (up to 1 MiB) that divide both: every exec and request is slow under TCG.
 sum_of() {
-  dd if="$1" bs=4096 skip=$(($2 / 4096)) count=$(($3 / 4096)) iflag=direct status=none |
+  local bs=$((1 << 20))
+  while (($2 % bs || $3 % bs)); do bs=$((bs / 2)); done
+  dd if="$1" bs=$bs skip=$(($2 / bs)) count=$(($3 / bs)) iflag=direct status=none |
     md5sum | cut -d' ' -f1
+}
+
+# sum_file FILE OFFSET LENGTH: md5 of a byte range of a plain file (the expected contents).
+sum_file() { tail -c +$(($2 + 1)) "$1" | head -c "$3" | md5sum | cut -d' ' -f1; }
+
+# fio_job NAME FIO-ARGS...: one fio job NAME with io_uring, O_DIRECT and crc32c verify headers
+# (verify errors fatal, no verify state files); the JSON report goes to $scratch/NAME.json and
+# fio's messages to $scratch/NAME.err. Prints "BYTES-WRITTEN BYTES-READ" (verify reads count as
+# reads; a --verify_only pass reports the writes it skipped); on failure (fio's status, or an
+# error in the report) prints fio's last messages instead and returns 1.
+fio_job() {
+  local name=$1
+  shift
+  fio --name="$name" --ioengine=io_uring --direct=1 --verify=crc32c --verify_fatal=1 \
+    --verify_state_save=0 --output-format=json --output="$scratch/$name.json" "$@" \
+    > "$scratch/$name.err" 2>&1 || { fio_failure "$name"; return 1; }
+  jq -e '.jobs[0].error == 0' "$scratch/$name.json" > /dev/null || { fio_failure "$name"; return 1; }
+  jq -r '.jobs[0] | "\(.write.io_kbytes * 1024) \(.read.io_kbytes * 1024)"' "$scratch/$name.json"
+}
+# fio_failure NAME: fio's messages and the error in its report, for a FAIL line.
+fio_failure() {
+  tail -n 5 "$scratch/$1.err"
+  jq -r '.jobs[0] | "fio error \(.error)"' "$scratch/$1.json" 2>/dev/null
 }

@@ -110,6 +110,68 @@ Secret holding the client CA bundle.
 {{- end }}
 
 {{/*
+Name of the ConfigMap holding the inline authorization policy (authz.policy).
+*/}}
+{{- define "cbt-agent.authzConfigMapName" -}}
+{{- printf "%s-authz" (include "cbt-agent.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Whether an authorization policy file is mounted ("true" or "").
+*/}}
+{{- define "cbt-agent.hasPolicy" -}}
+{{- if or .Values.authz.policy .Values.authz.policySecret }}true{{- end }}
+{{- end }}
+
+{{/*
+Parses the inline policy (authz.policy) as the agent does (agent/server/authz_policy.cc): one
+directive per line, '#' at the start of a line or after a blank starts a comment, fields split on
+blanks. Fails rendering on a line the agent would refuse; otherwise returns JSON
+{"certGrants": N, "tokenNames": [...], "grants": N}.
+*/}}
+{{- define "cbt-agent.policySummary" -}}
+{{- $certGrants := 0 }}
+{{- $grants := 0 }}
+{{- $tokenNames := list }}
+{{- $unixSeen := false }}
+{{- range $i, $raw := splitList "\n" (toString .Values.authz.policy) }}
+{{- $line := regexReplaceAll "(^|[ \t])#.*$" $raw "" | trim }}
+{{- if $line }}
+{{- $f := regexSplit "[ \t\r]+" $line -1 }}
+{{- $where := printf "cbt-agent: authz.policy line %d (%q)" (add1 $i) $line }}
+{{- if eq (index $f 0) "unix" }}
+{{- if or (ne (len $f) 2) (not (has (index $f 1) (list "write" "read" "none"))) }}
+{{- fail (printf "%s: expected 'unix write|read|none'" $where) }}
+{{- end }}
+{{- if $unixSeen }}
+{{- fail (printf "%s: a second 'unix' line" $where) }}
+{{- end }}
+{{- $unixSeen = true }}
+{{- else if and (eq (index $f 0) "grant") (eq (len $f) 3) (has (index $f 1) (list "read" "write")) (regexMatch "^(cert-cn|cert-san|token):.+$" (index $f 2)) }}
+{{- $grants = add1 $grants }}
+{{- if hasPrefix "token:" (index $f 2) }}
+{{- $tokenNames = append $tokenNames (trimPrefix "token:" (index $f 2)) }}
+{{- else }}
+{{- $certGrants = add1 $certGrants }}
+{{- end }}
+{{- else }}
+{{- fail (printf "%s: expected 'grant read|write cert-cn:NAME|cert-san:NAME|token:NAME' or 'unix write|read|none'" $where) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- dict "certGrants" $certGrants "grants" $grants "tokenNames" ($tokenNames | uniq) | toJson }}
+{{- end }}
+
+{{/*
+Whether `path` is `dir` or lies below it, component-wise. Usage: include "cbt-agent.under" (list path dir)
+*/}}
+{{- define "cbt-agent.under" -}}
+{{- $path := index . 0 | toString }}
+{{- $dir := index . 1 | toString | trimSuffix "/" }}
+{{- if or (eq $path $dir) (hasPrefix (printf "%s/" $dir) $path) }}true{{- end }}
+{{- end }}
+
+{{/*
 Cross-field checks the JSON schema cannot express clearly; each fails rendering with a message.
 */}}
 {{- define "cbt-agent.validate" -}}
@@ -135,6 +197,42 @@ Cross-field checks the JSON schema cannot express clearly; each fails rendering 
 {{- end }}
 {{- if and $tcp.enabled (has (int $tcp.port) $ports) }}
 {{- fail "cbt-agent: listen.tcp.port must differ from health.port and metrics.port" }}
+{{- end }}
+{{- /* Authorization: a TCP listener nobody can be granted on refuses every call (useless). */}}
+{{- $authz := .Values.authz }}
+{{- if and $authz.policy $authz.policySecret }}
+{{- fail "cbt-agent: authz.policy and authz.policySecret are mutually exclusive (inline policy, or one from an existing Secret)" }}
+{{- end }}
+{{- $summary := include "cbt-agent.policySummary" . | fromJson }}
+{{- if and $summary.tokenNames (not $authz.tokensSecret) }}
+{{- fail (printf "cbt-agent: authz.policy grants to token:%s, but authz.tokensSecret is empty: the agent refuses to start when the policy names a token its --auth_tokens_file does not hold" (first $summary.tokenNames)) }}
+{{- end }}
+{{- if $tcp.enabled }}
+{{- if and $tcp.allowInsecure (not $authz.tokensSecret) }}
+{{- fail "cbt-agent: listen.tcp.allowInsecure needs authz.tokensSecret: on plaintext TCP no client presents a certificate, so only bearer tokens can be granted, and without them the agent refuses every TCP call" }}
+{{- end }}
+{{- if not (or $authz.policy $authz.policySecret $authz.tokensSecret) }}
+{{- fail "cbt-agent: listen.tcp.enabled needs authz.policy (or authz.policySecret) and/or authz.tokensSecret: the agent refuses every TCP call nothing grants (e.g. authz.policy: \"grant write cert-cn:<controller's certificate CN>\"; see docs/deploy.md, \"Who may call what\")" }}
+{{- end }}
+{{- if and (not (include "cbt-agent.tcpMTLS" .)) (not $authz.tokensSecret) }}
+{{- fail "cbt-agent: listen.tcp.tls.clientCA.enabled is false and authz.tokensSecret is empty: no TCP caller can present a client certificate or a bearer token, so the agent would refuse every TCP call (enable the client CA, or set authz.tokensSecret)" }}
+{{- end }}
+{{- if and $authz.policy (not $authz.tokensSecret) (eq (int $summary.certGrants) 0) }}
+{{- fail "cbt-agent: listen.tcp.enabled, but authz.policy grants nothing a TCP caller can present (no 'grant read|write cert-cn:NAME|cert-san:NAME' line) and authz.tokensSecret is empty: the agent would refuse every TCP call" }}
+{{- end }}
+{{- end }}
+{{- /* Diff storage must be visible in the pod when the agent starts (it resolves every entry then). */}}
+{{- range .Values.security.diffStorageAllow }}
+{{- $entry := . }}
+{{- $visible := or (include "cbt-agent.under" (list $entry "/dev")) (include "cbt-agent.under" (list $entry $.Values.agent.stateDir)) }}
+{{- range $.Values.extraVolumeMounts }}
+{{- if include "cbt-agent.under" (list $entry .mountPath) }}
+{{- $visible = true }}
+{{- end }}
+{{- end }}
+{{- if not $visible }}
+{{- fail (printf "cbt-agent: security.diffStorageAllow entry %s is not visible in the pod: it must lie under /dev, agent.stateDir (%s) or an extraVolumeMounts mountPath (mount the host directory there, e.g. a hostPath with type DirectoryOrCreate), else the agent cannot start" $entry $.Values.agent.stateDir) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -178,6 +276,22 @@ The agent's command-line flags as a YAML list (every item quoted).
 {{- $args = append $args (printf "--state_dir=%s" .Values.agent.stateDir) }}
 {{- $args = append $args (printf "--backend=%s" .Values.agent.backend) }}
 {{- $args = append $args (printf "--blksnap_flavour=%s" .Values.agent.blksnapFlavour) }}
+{{- if include "cbt-agent.hasPolicy" . }}
+{{- $args = append $args "--authz_policy=/etc/cbt-agent/authz/policy" }}
+{{- end }}
+{{- if .Values.authz.tokensSecret }}
+{{- $args = append $args "--auth_tokens_file=/etc/cbt-agent/tokens/tokens" }}
+{{- end }}
+{{- range .Values.security.deviceAllow }}
+{{- $args = append $args (printf "--device_allow=%s" .) }}
+{{- end }}
+{{- range .Values.security.diffStorageAllow }}
+{{- $args = append $args (printf "--diff_storage_allow=%s" .) }}
+{{- end }}
+{{- $limits := .Values.security.limits }}
+{{- $args = append $args (printf "--max_receive_message_bytes=%d" (int64 $limits.maxReceiveMessageBytes)) }}
+{{- $args = append $args (printf "--max_concurrent_streams=%d" (int64 $limits.maxConcurrentStreams)) }}
+{{- $args = append $args (printf "--max_stream_duration=%s" $limits.maxStreamDuration) }}
 {{- $args = append $args (printf "--health_listen=%s" (include "cbt-agent.hostPort" (list . .Values.health.port))) }}
 {{- if .Values.metrics.enabled }}
 {{- $args = append $args (printf "--metrics_listen=%s" (include "cbt-agent.hostPort" (list . .Values.metrics.port))) }}
