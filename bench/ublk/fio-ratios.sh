@@ -215,6 +215,7 @@ bench_config() {
     res[direct,$r]=$m
     m=$(run_replay "$dio-r$r-snap-nosnap" "$proxy" "$longlog") || { fail "replay nosnap"; return 1; }
     res[nosnap,$r]=$m
+    # $diff_dir (lib.sh): in the agent's default diff-storage allowlist.
     id=$(snapshot_create "$limit" "$diff_dir" "$loop")
     [ -n "$id" ] || { fail "CreateSnapshot"; return 1; }
     m=$(run_replay "$dio-r$r-snap-fresh" "$proxy" "$log") || { fail "replay fresh"; return 1; }
@@ -248,9 +249,6 @@ bench_config() {
 # ---- main ------------------------------------------------------------------------------------
 machine
 if ! start_agent agent; then fail "cbt-agent --backend ublk starts"; finish; fi
-# Inside the state directory: the agent's default diff-storage allowlist (<state_dir>/diff).
-diff_dir=$state_dir/diff
-mkdir -p "$diff_dir"
 ok "cbt-agent --backend ublk is up"
 for dio in "${configs[@]}"; do
   bench_config "$dio" || true
