@@ -15,6 +15,7 @@
 #   held     the same writes again while that snapshot is still held (chunks already preserved)
 # Each round creates and releases its own snapshot. Results: per-round figures, then medians
 # over the rounds; the ratios are medians of the per-round ratios (each from paired runs).
+# Method, results and their limits: docs/BENCHMARKS.md, "ublk backend".
 #
 # Environment (defaults): BENCH_ROUNDS (4: as many rounds with either device first), BENCH_RUNTIME (4 s per fio run, after
 # BENCH_RAMP = 1 s), BENCH_SIZE (512M: backing file and fio region), BENCH_LOOP_DIO (off; "on"
@@ -151,12 +152,13 @@ bench_config() {
     q=/sys/block/${q#/dev/}/queue
     echo "     $q: max_sectors_kb $(cat "$q/max_sectors_kb"), nr_requests $(cat "$q/nr_requests"), scheduler $(cat "$q/scheduler")"
   done
-  # Fill both devices once, so that no run pays for first-touch allocations.
+  # Write the whole origin once (the proxy serves the same bytes), so that no measured run meets
+  # a never-written page.
   fio_json "fill-$dio" "$loop" --rw=write --bs=1M --iodepth=8 --size="$size" > /dev/null ||
     { fail "prefill"; return 1; }
 
-  # One short unrecorded pass of every workload on both devices: the first run after the fill
-  # measured differently from the later ones.
+  # One short unrecorded pass of every workload on both devices, so that no measured run is the
+  # first of its kind on its device.
   for wl in "${workloads[@]}"; do
     for dev in "$loop" "$proxy"; do
       read -ra a <<< "${wl_args[$wl]}"
