@@ -43,6 +43,15 @@ constexpr char kBackendName[] = "blksnap";
 // module reloaded, reboot).
 bool IsTrackerGone(int err) { return err == ENOENT || err == ENODEV || err == ENXIO; }
 
+// A device of the snapshot whose info call said the snapshot or the device is not there (being
+// released, or removed) - as opposed to a snapshot the kernel reports corrupted.
+bool HasGoneDevice(const SnapshotState& state) {
+  for (const SnapshotDeviceState& device : state.devices) {
+    if (IsTrackerGone(-device.error_code) || device.error_code == -ESRCH) return true;
+  }
+  return false;
+}
+
 std::string NumberText(const DeviceNumber& number) {
   return absl::StrCat(number.major, ":", number.minor);
 }
@@ -156,6 +165,12 @@ class BlksnapBackend final : public agent::Backend {
                                  const std::set<std::string>& explained);
 
   absl::StatusOr<std::vector<Uuid>> Collect();
+  // The lookups as they ran before the fast paths: under ops_mu_, dropping vanished entries.
+  absl::StatusOr<TrackerState> GetTrackerLocked(const std::string& device);
+  absl::StatusOr<std::vector<TrackerState>> ListTrackersLocked();
+  absl::StatusOr<SnapshotState> GetSnapshotLocked(const Uuid& id);
+  absl::StatusOr<std::vector<SnapshotState>> ListSnapshotsLocked();
+  std::shared_ptr<Snapshot> FindSnapshot(const Uuid& id) const;
   // Stops `watcher` without waiting for it; it is joined once its thread has ended. (ops_mu_)
   void RetireWatcher(std::unique_ptr<EventWatcher> watcher);
   // Drops table entries (and state records) of snapshots the kernel no longer lists.
@@ -175,8 +190,13 @@ class BlksnapBackend final : public agent::Backend {
   std::unique_ptr<FilterTransport> filter_;
 
   // Serializes the operations that change kernel objects or the tables' membership (attach,
-  // detach, create, release, and the listings that drop vanished entries), so that validation
-  // and commit see the same world. Taken before mu_. CBT reads do not take it.
+  // detach, create, release, and the lookups that drop vanished entries), so that validation
+  // and commit see the same world. Taken before mu_. CBT reads do not take it, and neither do
+  // the lookups (GetTracker, ListTrackers, GetSnapshot, ListSnapshots) while what the kernel
+  // reports agrees with the tables: create and release hold it across state-file fsyncs, and
+  // polling controllers must not queue behind those. Only a disagreement (a tracker gone, a
+  // snapshot known to one side only, a snapshot device reported gone) sends a lookup to its
+  // *Locked form, which waits for the operation in flight and then answers and cleans up.
   std::mutex ops_mu_;
   // Watchers of released snapshots, told to stop but maybe still inside one WAIT_EVENT; reaped
   // once finished so that a release never waits for the kernel's wait timeout. (ops_mu_)
@@ -752,7 +772,19 @@ absl::Status BlksnapBackend::DetachTracker(const std::string& device) {
 
 absl::StatusOr<TrackerState> BlksnapBackend::GetTracker(const std::string& device) {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
-  std::lock_guard<std::mutex> ops(ops_mu_);
+  absl::StatusOr<std::shared_ptr<Tracked>> tracked = RequireTracker(device);
+  if (!tracked.ok()) return tracked.status();
+  blksnap_cbtinfo info{};
+  if (IsTrackerGone(filter_->CbtInfo((*tracked)->ref(), &info))) {
+    std::lock_guard<std::mutex> ops(ops_mu_);
+    return GetTrackerLocked(device);
+  }
+  RefreshCapacity(**tracked);
+  std::lock_guard<std::mutex> lock(mu_);
+  return MakeTrackerStateLocked(**tracked);
+}
+
+absl::StatusOr<TrackerState> BlksnapBackend::GetTrackerLocked(const std::string& device) {
   absl::StatusOr<std::shared_ptr<Tracked>> tracked = RequireTracker(device);
   if (!tracked.ok()) return tracked.status();
   blksnap_cbtinfo info{};
@@ -771,7 +803,28 @@ absl::StatusOr<TrackerState> BlksnapBackend::GetTracker(const std::string& devic
 
 absl::StatusOr<std::vector<TrackerState>> BlksnapBackend::ListTrackers() {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
-  std::lock_guard<std::mutex> ops(ops_mu_);
+  std::vector<std::shared_ptr<Tracked>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [path, tracked] : trackers_) all.push_back(tracked);
+  }
+  for (const std::shared_ptr<Tracked>& tracked : all) {
+    blksnap_cbtinfo info{};
+    if (IsTrackerGone(filter_->CbtInfo(tracked->ref(), &info))) {
+      std::lock_guard<std::mutex> ops(ops_mu_);
+      return ListTrackersLocked();
+    }
+    RefreshCapacity(*tracked);
+  }
+  std::vector<TrackerState> states;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::shared_ptr<Tracked>& tracked : all) {
+    states.push_back(MakeTrackerStateLocked(*tracked));
+  }
+  return states;
+}
+
+absl::StatusOr<std::vector<TrackerState>> BlksnapBackend::ListTrackersLocked() {
   std::vector<std::shared_ptr<Tracked>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1070,9 +1123,30 @@ absl::Status BlksnapBackend::ReleaseSnapshot(const Uuid& id) {
   return absl::OkStatus();
 }
 
+std::shared_ptr<Snapshot> BlksnapBackend::FindSnapshot(const Uuid& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = snapshots_.find(id.ToString());
+  return it == snapshots_.end() ? nullptr : it->second;
+}
+
 absl::StatusOr<SnapshotState> BlksnapBackend::GetSnapshot(const Uuid& id) {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
+  absl::StatusOr<std::vector<Uuid>> listed = Collect();
+  if (!listed.ok()) return listed.status();
+  const bool in_kernel = std::find(listed->begin(), listed->end(), id) != listed->end();
+  std::shared_ptr<Snapshot> snapshot = FindSnapshot(id);
+  if (!in_kernel && snapshot == nullptr) {
+    return absl::NotFoundError(absl::StrCat("snapshot ", id.ToString(), " not found"));
+  }
+  if (in_kernel && snapshot != nullptr) {
+    SnapshotState state = DescribeSnapshot(*snapshot);
+    if (!HasGoneDevice(state)) return state;
+  }
   std::lock_guard<std::mutex> ops(ops_mu_);
+  return GetSnapshotLocked(id);
+}
+
+absl::StatusOr<SnapshotState> BlksnapBackend::GetSnapshotLocked(const Uuid& id) {
   absl::StatusOr<std::vector<Uuid>> listed = Collect();
   if (!listed.ok()) return listed.status();
   DropVanishedSnapshots(*listed);
@@ -1090,7 +1164,30 @@ absl::StatusOr<SnapshotState> BlksnapBackend::GetSnapshot(const Uuid& id) {
 
 absl::StatusOr<std::vector<SnapshotState>> BlksnapBackend::ListSnapshots() {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
+  absl::StatusOr<std::vector<Uuid>> listed = Collect();
+  if (!listed.ok()) return listed.status();
+  std::vector<std::shared_ptr<Snapshot>> known;
+  bool agree;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    agree = listed->size() == snapshots_.size();
+    for (size_t i = 0; agree && i < listed->size(); ++i) {
+      auto it = snapshots_.find((*listed)[i].ToString());
+      agree = it != snapshots_.end();
+      if (agree) known.push_back(it->second);
+    }
+  }
+  std::vector<SnapshotState> states;
+  for (size_t i = 0; agree && i < known.size(); ++i) {
+    states.push_back(DescribeSnapshot(*known[i]));
+    agree = !HasGoneDevice(states.back());
+  }
+  if (agree) return states;
   std::lock_guard<std::mutex> ops(ops_mu_);
+  return ListSnapshotsLocked();
+}
+
+absl::StatusOr<std::vector<SnapshotState>> BlksnapBackend::ListSnapshotsLocked() {
   absl::StatusOr<std::vector<Uuid>> listed = Collect();
   if (!listed.ok()) return listed.status();
   DropVanishedSnapshots(*listed);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -437,6 +438,80 @@ TEST_P(BlksnapBackendTest, MultiDeviceSnapshot) {
   EXPECT_TRUE(KernelSnapshots().empty());
 }
 
+// Lookups do not queue behind an operation in flight (here a CreateSnapshot stopped right after
+// its take, holding the operation lock): GetTracker, ListTrackers, GetSnapshot of another
+// snapshot and GetCbtInfo answer meanwhile. ListSnapshots sees the new snapshot in the kernel but
+// not yet in the agent's table, so it waits for the create and then lists it as the agent's own.
+TEST_P(BlksnapBackendTest, LookupsDoNotWaitForASnapshotBeingTaken) {
+  Attach(kDevA);
+  Attach(kDevB);
+  absl::StatusOr<SnapshotState> older = backend_->CreateSnapshot({kDevB}, Diff());
+  CBT_ASSERT_OK(older);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool in_take = false;
+  bool go = false;
+  faults_->SetAfterIoctl([&](unsigned long request, void*) {
+    if (request != kIoctlSnapshotTake) return;
+    std::unique_lock<std::mutex> lock(mu);
+    in_take = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return go; });
+  });
+  auto release_take = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    go = true;
+    cv.notify_all();
+  };
+  std::future<absl::StatusOr<SnapshotState>> create = std::async(
+      std::launch::async, [&] { return backend_->CreateSnapshot({kDevA}, Diff()); });
+  struct ReleaseAtExit {  // a failed assertion must not leave the create blocked in its take
+    std::function<void()> release;
+    ~ReleaseAtExit() { release(); }
+  } release_at_exit{release_take};
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return in_take; }));
+  }
+
+  std::future<void> lookups = std::async(std::launch::async, [&] {
+    absl::StatusOr<TrackerState> tracker = backend_->GetTracker(kDevA);
+    CBT_ASSERT_OK(tracker);
+    EXPECT_TRUE(tracker->snapshot_id.empty());  // the take has not been committed yet
+    absl::StatusOr<std::vector<TrackerState>> trackers = backend_->ListTrackers();
+    CBT_ASSERT_OK(trackers);
+    EXPECT_EQ(trackers->size(), 2u);
+    absl::StatusOr<SnapshotState> got = backend_->GetSnapshot(older->id);
+    CBT_ASSERT_OK(got);
+    EXPECT_TRUE(got->known_to_agent);
+    EXPECT_FALSE(got->corrupted);
+    CBT_ASSERT_OK(backend_->GetCbtInfo(kDevA));
+  });
+  const bool answered = lookups.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  std::future<absl::StatusOr<std::vector<SnapshotState>>> list =
+      std::async(std::launch::async, [&] { return backend_->ListSnapshots(); });
+  const bool list_waited = list.wait_for(std::chrono::milliseconds(200)) ==
+                           std::future_status::timeout;
+  release_take();
+  lookups.wait();
+  EXPECT_TRUE(answered) << "the lookups waited for the create in flight";
+  EXPECT_TRUE(list_waited) << "ListSnapshots answered while the table lacked a kernel snapshot";
+
+  absl::StatusOr<SnapshotState> created = create.get();
+  CBT_ASSERT_OK(created);
+  absl::StatusOr<std::vector<SnapshotState>> listed = list.get();
+  CBT_ASSERT_OK(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  for (const SnapshotState& snapshot : *listed) {
+    EXPECT_TRUE(snapshot.known_to_agent) << snapshot.id.ToString();
+    EXPECT_TRUE(snapshot.id == older->id || snapshot.id == created->id) << snapshot.id.ToString();
+  }
+  faults_->Clear();
+  CBT_ASSERT_OK(backend_->ReleaseSnapshot(created->id));
+  CBT_ASSERT_OK(backend_->ReleaseSnapshot(older->id));
+}
+
 TEST_P(BlksnapBackendTest, AttachIsIdempotent) {
   bool already = true;
   absl::StatusOr<TrackerState> first = backend_->AttachTracker(kDevA, &already);
@@ -812,7 +887,7 @@ TEST_P(BlksnapBackendTest, RollbackWhenTheKernelSkipsADevice) {
   // Make SNAPSHOTINFO of every device answer "no image", as when the kernel silently leaves out
   // the device holding the diff storage.
   const Flavour flavour = GetParam().flavour;
-  faults_->after_ioctl = [flavour](unsigned long request, void* arg) {
+  faults_->SetAfterIoctl([flavour](unsigned long request, void* arg) {
     uint32_t cmd = 0;
     uint64_t opt = 0;
     if (flavour == Flavour::kVal7 && request == kVal7BdevfilterCtl) {
@@ -828,7 +903,7 @@ TEST_P(BlksnapBackendTest, RollbackWhenTheKernelSkipsADevice) {
     if (cmd == kCtlSnapshotInfo) {
       reinterpret_cast<blksnap_snapshotinfo*>(static_cast<uintptr_t>(opt))->image[0] = 0;
     }
-  };
+  });
   absl::StatusOr<SnapshotState> snap = backend_->CreateSnapshot({kDevA, kDevB}, Diff());
   faults_->Clear();
   CBT_EXPECT_CODE(snap, absl::StatusCode::kFailedPrecondition);

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -51,7 +52,8 @@ struct Faults {
   std::mutex mu;
   std::set<std::string> hidden_paths;             // Stat/Open/RealPath answer ENOENT
   std::map<unsigned long, int> ioctl_errors;      // request code -> errno, every call
-  // Called after a successful pass-through ioctl (e.g. to alter an answer).
+  // Called after a successful pass-through ioctl (e.g. to alter an answer), outside `mu`. Set it
+  // with SetAfterIoctl once other threads (event watchers) may call the kernel.
   std::function<void(unsigned long request, void* arg)> after_ioctl;
   std::atomic<int> open_descriptors{0};           // opens minus closes through this kernel
   std::atomic<int> ioctl_calls{0};
@@ -63,6 +65,10 @@ struct Faults {
   void FailIoctl(unsigned long request, int err) {
     std::lock_guard<std::mutex> lock(mu);
     ioctl_errors[request] = err;
+  }
+  void SetAfterIoctl(std::function<void(unsigned long request, void* arg)> hook) {
+    std::lock_guard<std::mutex> lock(mu);
+    after_ioctl = std::move(hook);
   }
   void Clear() {
     std::lock_guard<std::mutex> lock(mu);
