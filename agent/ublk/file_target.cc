@@ -132,8 +132,15 @@ FileTarget::FileTarget(int fd, BackingInfo backing, bool read_only)
       queues_(new std::atomic<std::vector<Pending>*>[kMaxQueues]()) {}
 
 FileTarget::~FileTarget() {
+  preparer_.reset();  // its threads may still use the backing through the observer
   close(fd_);
   free(zeroes_);
+}
+
+void FileTarget::set_write_observer(WriteObserver* observer) {
+  preparer_.reset();
+  observer_ = observer;
+  if (observer != nullptr) preparer_ = std::make_unique<WritePreparer>(observer, kMaxQueues);
 }
 
 void FileTarget::ConfigureDevice(UblkDeviceOptions* options) const {
@@ -160,6 +167,7 @@ FileTarget::Stats FileTarget::stats() const {
   s.errors = counters_.errors.load(std::memory_order_relaxed);
   s.bytes_read = counters_.bytes_read.load(std::memory_order_relaxed);
   s.bytes_written = counters_.bytes_written.load(std::memory_order_relaxed);
+  s.deferred_writes = preparer_ ? preparer_->deferred_count() : 0;
   return s;
 }
 
@@ -201,11 +209,22 @@ void FileTarget::Submit(IoContext& ctx, const IoRequest& request) {
     return;
   }
   if (changes && observer_ != nullptr && length != 0) {
+    if (observer_->BeforeWriteMayBlock(offset, length) &&
+        preparer_->Defer(ctx, request, offset, length)) {
+      return;  // continued in OnTargetCompletion (kPreparedSub)
+    }
     if (int err = observer_->BeforeWrite(offset, length); err != 0) {
       Finish(ctx, tag, err < 0 ? err : -err);
       return;
     }
   }
+  Execute(ctx, request);
+}
+
+void FileTarget::Execute(IoContext& ctx, const IoRequest& request) {
+  const int tag = request.tag;
+  const uint64_t offset = request.start_sector << 9;
+  const uint64_t length = uint64_t{request.nr_sectors} << 9;
   switch (request.op) {
     case kIoOpRead:
     case kIoOpWrite: {
@@ -275,6 +294,16 @@ void FileTarget::Issue(IoContext& ctx, int tag, const Pending& p) {
 }
 
 void FileTarget::OnTargetCompletion(IoContext& ctx, int tag, uint32_t sub, int res) {
+  if (sub == WritePreparer::kPreparedSub) {
+    for (const WritePreparer::Prepared& prepared : preparer_->TakeFinished(ctx)) {
+      if (prepared.result != 0) {
+        Finish(ctx, prepared.request.tag, prepared.result);
+      } else {
+        Execute(ctx, prepared.request);
+      }
+    }
+    return;
+  }
   if (sub == kSubFlush) {
     Finish(ctx, tag, res < 0 ? res : 0);
     return;

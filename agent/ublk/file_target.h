@@ -12,7 +12,9 @@
 // file system's direct-I/O alignment) logical, 4096 physical.
 //
 // A WriteObserver sees every content change — WRITE, WRITE_ZEROES, DISCARD — before the backing
-// I/O is issued: where the agent marks CBT and does copy-on-write.
+// I/O is issued: where the agent marks CBT and does copy-on-write. When it says a call may block
+// (a chunk to copy), the call runs on a WritePreparer thread and the request is issued on its
+// queue thread afterwards, so the queue's other requests do not wait behind the copy.
 #ifndef CBT_AGENT_UBLK_FILE_TARGET_H_
 #define CBT_AGENT_UBLK_FILE_TARGET_H_
 
@@ -26,15 +28,20 @@
 #include "absl/status/statusor.h"
 #include "ublk/device.h"
 #include "ublk/target.h"
+#include "ublk/write_preparer.h"
 
 namespace cbt::ublk {
 
 class WriteObserver {
  public:
   virtual ~WriteObserver() = default;
-  // 0 or -errno; called on the queue thread for WRITE, WRITE_ZEROES and DISCARD before the
-  // backing I/O. An error fails the request with it and leaves the backing untouched.
+  // 0 or -errno; called for WRITE, WRITE_ZEROES and DISCARD before the backing I/O, on the
+  // queue thread - or, when BeforeWriteMayBlock said so, on a WritePreparer thread, concurrently
+  // with the queue threads. An error fails the request with it and leaves the backing untouched.
   virtual int BeforeWrite(uint64_t offset, uint64_t length) = 0;
+  // Queue thread, before BeforeWrite: whether that call may block for long. A cheap hint; a
+  // wrong "false" only costs the queue the wait.
+  virtual bool BeforeWriteMayBlock(uint64_t /*offset*/, uint64_t /*length*/) { return false; }
 };
 
 struct FileTargetOptions {
@@ -67,8 +74,9 @@ class FileTarget : public Target {
   // Sets capacity, block sizes, read-only and the discard/write-zeroes limits of `options` to
   // match the backing.
   void ConfigureDevice(UblkDeviceOptions* options) const;
-  // Set before the device serves requests; nullptr for none. Not owned.
-  void set_write_observer(WriteObserver* observer) { observer_ = observer; }
+  // Set before the device serves requests; nullptr for none. Not owned; must outlive the
+  // target (its BeforeWrite may run on the preparation threads until the target is destroyed).
+  void set_write_observer(WriteObserver* observer);
 
   struct Stats {
     uint64_t reads = 0;
@@ -80,6 +88,7 @@ class FileTarget : public Target {
     uint64_t errors = 0;  // requests completed with an error
     uint64_t bytes_read = 0;
     uint64_t bytes_written = 0;
+    uint64_t deferred_writes = 0;  // whose BeforeWrite ran on a preparation thread
   };
   Stats stats() const;
 
@@ -101,6 +110,8 @@ class FileTarget : public Target {
 
   FileTarget(int fd, BackingInfo backing, bool read_only);
   std::vector<Pending>& PendingFor(IoContext& ctx);
+  // The request's I/O, once validated and past the observer.
+  void Execute(IoContext& ctx, const IoRequest& request);
   void Issue(IoContext& ctx, int tag, const Pending& p);
   void Finish(IoContext& ctx, int tag, int result);
   int Discard(uint64_t offset, uint64_t length);
@@ -111,6 +122,7 @@ class FileTarget : public Target {
   const BackingInfo backing_;
   const bool read_only_;
   WriteObserver* observer_ = nullptr;
+  std::unique_ptr<WritePreparer> preparer_;  // with an observer
 
   // Per-queue request state, created on a queue's first request.
   std::mutex mu_;

@@ -13,7 +13,11 @@
 #   nosnap   no snapshot held
 #   fresh    right after CreateSnapshot: every write first copies its chunk to the diff storage
 #   held     the same writes again while that snapshot is still held (chunks already preserved)
-# Each round creates and releases its own snapshot. Results: per-round figures, then medians
+# and, with a 4 KiB random reader (QD 4, same region) running beside those writes, the reads
+# the proxy serves while chunks are being copied:
+#   fresh+reads  beside the first writes after a new CreateSnapshot
+#   held+reads   beside the same writes (PASSES times) once that snapshot holds every chunk
+# Each round creates and releases its own snapshots. Results: per-round figures, then medians
 # over the rounds; the ratios are medians of the per-round ratios (each from paired runs).
 # Method, results and their limits: docs/BENCHMARKS.md, "ublk backend".
 #
@@ -22,7 +26,9 @@
 # makes the loop device use direct I/O on its tmpfs file, "both" runs both configurations),
 # BENCH_FRESH_IOS (1024 chunks = 256 MiB of diff storage per snapshot; the runs without chunk
 # copies replay the same writes BENCH_PASSES = 8 times, to last long enough), BENCH_SNAPSHOT (1; 0
-# skips the snapshot part), BENCH_JSON_DIR (keep every fio JSON output there).
+# skips the snapshot part), BENCH_WORKLOADS ("seq1m randw4k randr4k"; "" runs only the snapshot
+# part), BENCH_READERS (1; 0 skips the reader runs), BENCH_JSON_DIR (keep
+# every fio JSON output there).
 source "$(dirname "$0")/../../tests/ublk_agent/guest/lib.sh"
 
 rounds=${BENCH_ROUNDS:-4}
@@ -33,6 +39,7 @@ loop_dio=${BENCH_LOOP_DIO:-off}
 fresh_ios=${BENCH_FRESH_IOS:-1024}
 passes=${BENCH_PASSES:-8}
 do_snapshot=${BENCH_SNAPSHOT:-1}
+do_readers=${BENCH_READERS:-1}
 json_dir=${BENCH_JSON_DIR:-}
 chunk=$((256 << 10))  # the agent's CoW chunk (CowStore::kDefaultChunkSize)
 
@@ -72,7 +79,7 @@ metric() {
 }
 
 # The main workloads: name, direction, fio arguments.
-workloads=(seq1m randw4k randr4k)
+read -ra workloads <<< "${BENCH_WORKLOADS-seq1m randw4k randr4k}"
 declare -A wl_dir=([seq1m]=write [randw4k]=write [randr4k]=read)
 declare -A wl_args=(
   [seq1m]="--rw=write --bs=1M --iodepth=8"
@@ -121,6 +128,25 @@ run_replay() {
   fio_json "$1" "$2" --read_iolog="$3" --replay_redirect="$2" --replay_no_stall=1 \
     --iodepth=32 || return 1
   metric "$1" write
+}
+
+# run_replay_with_reader NAME DEV LOG: replays LOG on DEV at QD 32 and, until that ends
+# (exitall), runs 4 KiB random reads at QD 4 over the log's region; prints
+# "write_IOPS read_IOPS read_mean_latency_us".
+run_replay_with_reader() {
+  local out=$scratch/$1.json
+  if ! fio --output-format=json --output="$out" --ioengine=io_uring --direct=1 --exitall \
+      --name=writes --filename="$2" --read_iolog="$3" --replay_redirect="$2" --replay_no_stall=1 \
+      --iodepth=32 \
+      --name=reads --filename="$2" --rw=randread --bs=4k --iodepth=4 --norandommap \
+      --randrepeat=0 --size=$((fresh_ios * chunk)) --time_based --runtime=600 \
+      > "$scratch/fio.err" 2>&1; then
+    echo "fio $1 on $2 failed:" >&2
+    tail -n 20 "$scratch/fio.err" "$out" >&2
+    return 1
+  fi
+  [ -z "$json_dir" ] || cp "$out" "$json_dir/$1.json"
+  jq -r '"\(.jobs[0].write.iops) \(.jobs[1].read.iops) \(.jobs[1].read.clat_ns.mean / 1000)"' "$out"
 }
 
 machine() {
@@ -230,6 +256,21 @@ bench_config() {
     printf '  round %d  direct %7.0f  proxy: no snapshot %7.0f  first write %7.0f  held %7.0f IOPS  (diff storage %d MiB)\n' \
       "$r" "$(cut -d' ' -f1 <<< "${res[direct,$r]}")" "$(cut -d' ' -f1 <<< "${res[nosnap,$r]}")" \
       "$(cut -d' ' -f1 <<< "${res[fresh,$r]}")" "$(cut -d' ' -f1 <<< "${res[held,$r]}")" $((used >> 20))
+    [ "$do_readers" = 1 ] || continue
+    local fw fr_iops fr_lat hw hr_iops hr_lat
+    id=$(snapshot_create "$limit" "$diff_dir" "$loop")
+    [ -n "$id" ] || { fail "CreateSnapshot"; return 1; }
+    m=$(run_replay_with_reader "$dio-r$r-snap-fresh-reads" "$proxy" "$log") ||
+      { fail "replay fresh with reader"; return 1; }
+    res[freshrd,$r]=$m
+    m=$(run_replay_with_reader "$dio-r$r-snap-held-reads" "$proxy" "$longlog") ||
+      { fail "replay held with reader"; return 1; }
+    res[heldrd,$r]=$m
+    ctl snapshot release "$id" > /dev/null || { fail "release snapshot $id"; return 1; }
+    read -r fw fr_iops fr_lat <<< "${res[freshrd,$r]}"
+    read -r hw hr_iops hr_lat <<< "${res[heldrd,$r]}"
+    printf '  round %d  reader beside first writes: %7.0f IOPS, %8.0f us mean (writes %5.0f IOPS); beside held writes: %7.0f IOPS, %8.0f us (writes %5.0f IOPS)\n' \
+      "$r" "$fr_iops" "$fr_lat" "$fw" "$hr_iops" "$hr_lat" "$hw"
   done
   local nos fr he dr rf rh rn
   dr=$(for ((r = 1; r <= rounds; r++)); do cut -d' ' -f1 <<< "${res[direct,$r]}"; done | median)
@@ -246,6 +287,20 @@ bench_config() {
     "$dr" "$nos" "$rn" "$fr" "$rf" "$he" "$rh"
   awk -v n="$nos" -v f="$fr" 'BEGIN { if (n > 0 && f > 0) printf "  per write: %.1f us without snapshot, %.1f us with the chunk copy (QD32 throughput)\n", 1e6 / n, 1e6 / f }'
   echo "RESULT dio=$dio smp=$(nproc) snapshot direct_iops=$dr nosnap_iops=$nos fresh_iops=$fr held_iops=$he nosnap_vs_direct=$rn fresh_vs_nosnap=$rf held_vs_nosnap=$rh"
+  [ "$do_readers" = 1 ] || return 0
+  local col fields=(fresh_writes fresh_reads fresh_read_us held_writes held_reads held_read_us) out=""
+  local i=0 kind
+  for kind in freshrd heldrd; do
+    for col in 1 2 3; do
+      out+=" ${fields[$i]}=$(for ((r = 1; r <= rounds; r++)); do cut -d' ' -f$col <<< "${res[$kind,$r]}"; done | median)"
+      i=$((i + 1))
+    done
+  done
+  local rr
+  rr=$(for ((r = 1; r <= rounds; r++)); do
+         ratio "$(cut -d' ' -f2 <<< "${res[freshrd,$r]}")" "$(cut -d' ' -f2 <<< "${res[heldrd,$r]}")"; done | median)
+  echo "  medians (reader beside writes):$out; reads beside first writes / beside held writes: ${rr}x"
+  echo "RESULT dio=$dio smp=$(nproc) readers$out reads_fresh_vs_held=$rr"
 }
 
 # ---- main ------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ esac
 #         integration and ublk (host) tests. New test directories are covered without a change here.
 #   tsan: the directories whose tests run threads of the project's own code: the CBT map
 #         concurrency tests, the blksnap backend (event watcher threads, rollbacks), the emulator
-#         and its socket server, the CoW store. Not the daemon over gRPC (tests/integration):
+#         and its socket server, the CoW store, the ublk file target (write preparation
+#         threads). Not the daemon over gRPC (tests/integration):
 #         Debian's gRPC, protobuf and abseil are not instrumented, their hand-offs between
 #         threads (absl::Mutex, completion queues) are invisible to TSan, and one integration run
 #         gives ~130 distinct false reports inside gRPC/protobuf/OpenSSL code and its inline
@@ -46,7 +47,7 @@ esac
 #         nothing it could report).
 excluded_labels='^(vm|deploy|image|reflection)$'
 asan_dirs=(.)
-tsan_dirs=(tests/core tests/blksnap_emulator tests/blksnap tests/ublk_cow)
+tsan_dirs=(tests/core tests/blksnap_emulator tests/blksnap tests/ublk_cow tests/ublk)
 tsan_excluded_labels='^(vm|deploy|image|reflection|property)$'
 
 run_kind() {

@@ -7,8 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -87,8 +90,58 @@ class FileTargetTest : public ::testing::Test {
   }
 
   std::string path_;
+  RecordingObserver observer_;  // declared first: it must outlive the target
   std::unique_ptr<FileTarget> target_;
-  RecordingObserver observer_;
+};
+
+// Says that writes touching [blocked_begin, blocked_end) may block, and blocks them in
+// BeforeWrite until Release(): what a held snapshot's first write to a chunk does.
+class BlockingObserver : public WriteObserver {
+ public:
+  BlockingObserver(uint64_t blocked_begin, uint64_t blocked_end)
+      : begin_(blocked_begin), end_(blocked_end) {}
+  bool BeforeWriteMayBlock(uint64_t offset, uint64_t length) override {
+    return offset < end_ && offset + length > begin_;
+  }
+  int BeforeWrite(uint64_t offset, uint64_t length) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    calls_.emplace_back(offset, length);
+    if (!BeforeWriteMayBlock(offset, length)) return 0;
+    released_cv_.wait(lock, [this] { return released_; });
+    return blocked_result_;
+  }
+  void Release(int result) {
+    std::lock_guard<std::mutex> lock(mu_);
+    blocked_result_ = result;
+    released_ = true;
+    released_cv_.notify_all();
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+ private:
+  const uint64_t begin_, end_;
+  std::mutex mu_;
+  std::condition_variable released_cv_;
+  bool released_ = false;
+  int blocked_result_ = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> calls_;
+};
+
+class DeferredWriteTest : public FileTargetTest {
+ protected:
+  void SetUp() override {
+    FileTargetTest::SetUp();
+    target_->set_write_observer(&blocking_);
+  }
+  void TearDown() override {
+    blocking_.Release(0);  // nothing may stay blocked when the target goes
+    target_.reset();
+    FileTargetTest::TearDown();
+  }
+  BlockingObserver blocking_{0, 64 * 1024};
 };
 
 TEST_F(FileTargetTest, BackingGeometryAndDeviceOptions) {
@@ -236,6 +289,82 @@ TEST_F(FileTargetTest, ReadOnlyTargetRefusesWrites) {
   ctx.RunUntil(**ro, 2);
   EXPECT_EQ(ctx.completions[0], std::make_pair(0, -EROFS));
   EXPECT_EQ(ctx.completions[1], std::make_pair(1, 4096));
+}
+
+// A write whose observer call may block (a chunk to copy for a snapshot) is prepared off the
+// queue thread: a read and a write elsewhere complete while it waits, and it lands afterwards.
+TEST_F(DeferredWriteTest, BlockedWriteDoesNotHoldUpTheQueue) {
+  FillFile('a');
+  FakeContext ctx;
+  AlignedBuffer first(4096), read(4096), other(4096);
+  memset(first.data, 'W', 4096);
+  memset(other.data, 'X', 4096);
+  target_->Submit(ctx, Request(0, kIoOpWrite, 8, 8, first.data));      // 4K: blocked
+  target_->Submit(ctx, Request(1, kIoOpRead, 8, 8, read.data));        // the same 4K
+  target_->Submit(ctx, Request(2, kIoOpWrite, 256, 8, other.data));    // 128K: not blocked
+  ctx.RunUntil(*target_, 2);
+  std::vector<std::pair<int, int>> done = ctx.completions;
+  std::sort(done.begin(), done.end());  // the ring completes them in either order
+  std::vector<std::pair<int, int>> want_done = {{1, 4096}, {2, 4096}};
+  EXPECT_EQ(done, want_done);
+  EXPECT_EQ(std::string(reinterpret_cast<char*>(read.data), 4096), std::string(4096, 'a'));
+  EXPECT_EQ(FileBytes(4096, 4096), std::string(4096, 'a')) << "the blocked write went through";
+  EXPECT_EQ(FileBytes(131072, 4096), std::string(4096, 'X'));
+
+  blocking_.Release(0);
+  ctx.RunUntil(*target_, 3);
+  EXPECT_EQ(ctx.completions[2], std::make_pair(0, 4096));
+  EXPECT_EQ(FileBytes(4096, 4096), std::string(4096, 'W'));
+  std::vector<std::pair<uint64_t, uint64_t>> calls = blocking_.calls();
+  std::sort(calls.begin(), calls.end());
+  std::vector<std::pair<uint64_t, uint64_t>> want = {{4096, 4096}, {131072, 4096}};
+  EXPECT_EQ(calls, want);
+  FileTarget::Stats s = target_->stats();
+  EXPECT_EQ(s.deferred_writes, 1u);
+  EXPECT_EQ(s.writes, 2u);
+  EXPECT_EQ(s.errors, 0u);
+}
+
+// After preparation the request is served as it would have been: an observer error fails it
+// and leaves the file alone; write-zeroes and writes on two queues complete on their own queue.
+TEST_F(DeferredWriteTest, PreparedRequestsFinishOnTheirQueue) {
+  FillFile('b');
+  FakeContext q0(0, 8), q1(1, 8);
+  AlignedBuffer w0(4096), w1(4096);
+  memset(w0.data, '0', 4096);
+  memset(w1.data, '1', 4096);
+  target_->Submit(q0, Request(4, kIoOpWrite, 0, 8, w0.data));            // 0..4K
+  target_->Submit(q1, Request(6, kIoOpWrite, 16, 8, w1.data));           // 8K..12K
+  target_->Submit(q1, Request(7, kIoOpWriteZeroes, 32, 8, nullptr));     // 16K..20K
+  EXPECT_TRUE(q0.completions.empty());
+  EXPECT_TRUE(q1.completions.empty());
+  blocking_.Release(-EIO);
+  q0.RunUntil(*target_, 1);
+  q1.RunUntil(*target_, 2);
+  EXPECT_EQ(q0.completions[0], std::make_pair(4, -EIO));
+  for (auto [tag, result] : q1.completions) EXPECT_EQ(result, -EIO) << tag;
+  EXPECT_EQ(FileBytes(0, 20480), std::string(20480, 'b'));
+  EXPECT_EQ(target_->stats().deferred_writes, 3u);
+  EXPECT_EQ(target_->stats().errors, 3u);
+}
+
+TEST_F(DeferredWriteTest, PreparedWriteZeroesAndFuaWritesAreServed) {
+  FillFile('c');
+  FakeContext ctx;
+  AlignedBuffer fua(4096);
+  memset(fua.data, 'F', 4096);
+  target_->Submit(ctx, Request(1, kIoOpWriteZeroes, 32, 8, nullptr));          // 16K..20K
+  target_->Submit(ctx, Request(2, kIoOpWrite, 64, 8, fua.data, kIoFFua));      // 32K..36K
+  blocking_.Release(0);
+  ctx.RunUntil(*target_, 2);
+  for (auto [tag, result] : ctx.completions) EXPECT_EQ(result, tag == 1 ? 0 : 4096) << tag;
+  EXPECT_EQ(FileBytes(16384, 4096), std::string(4096, '\0'));
+  EXPECT_EQ(FileBytes(32768, 4096), std::string(4096, 'F'));
+  EXPECT_EQ(FileBytes(12288, 4096), std::string(4096, 'c'));
+  FileTarget::Stats s = target_->stats();
+  EXPECT_EQ(s.deferred_writes, 2u);
+  EXPECT_EQ(s.write_zeroes, 1u);
+  EXPECT_EQ(s.fua_writes, 1u);
 }
 
 TEST(FileTargetOpenTest, RefusesWhatIsNotAFileOrBlockDevice) {

@@ -222,8 +222,13 @@ TEST_P(CowStoreTest, LastPartialChunkWhenCapacityIsNotAChunkMultiple) {
 TEST_P(CowStoreTest, EachChunkIsCopiedOnce) {
   START_OR_SKIP(16 * kSmallChunk, kSmallChunk, 16 * kSmallChunk);
   EXPECT_EQ(store_->used_bytes(), 0u);
+  EXPECT_TRUE(store_->NeedsCopy(2 * kSmallChunk + 10, 100));
   OriginWrite(2 * kSmallChunk + 10, RandomBytes(100, 12));
   EXPECT_EQ(store_->used_bytes(), kSmallChunk);
+  EXPECT_FALSE(store_->NeedsCopy(2 * kSmallChunk, kSmallChunk));  // preserved
+  EXPECT_TRUE(store_->NeedsCopy(2 * kSmallChunk, kSmallChunk + 1));  // reaches chunk 3
+  EXPECT_FALSE(store_->NeedsCopy(2 * kSmallChunk, 0));
+  EXPECT_FALSE(store_->NeedsCopy(16 * kSmallChunk, 1));  // past the capacity
   for (int i = 0; i < 5; ++i) {
     OriginWrite(2 * kSmallChunk + 4096 * i, RandomBytes(4096, 13 + i));
     EXPECT_EQ(store_->used_bytes(), kSmallChunk) << "rewrites of a preserved chunk copy nothing";
@@ -338,6 +343,7 @@ TEST_P(CowStoreTest, OverflowCorruptsTheSnapshotButTheOriginKeepsWorking) {
 
   OriginWrite(9 * kSmallChunk, RandomBytes(kSmallChunk, 50));  // chunk N+1: overflow
   EXPECT_TRUE(store_->corrupted());
+  EXPECT_FALSE(store_->NeedsCopy(10 * kSmallChunk, kSmallChunk)) << "nothing is copied any more";
   EXPECT_EQ(store_->error_code(), ENOSPC);
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0], ENOSPC);

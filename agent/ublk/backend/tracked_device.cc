@@ -113,6 +113,11 @@ int TrackedDevice::BeforeWrite(uint64_t offset, uint64_t length) {
   return 0;
 }
 
+bool TrackedDevice::BeforeWriteMayBlock(uint64_t offset, uint64_t length) {
+  CowStore* store = cow_.load(std::memory_order_acquire);
+  return store != nullptr && store->NeedsCopy(offset, length);
+}
+
 absl::Status TrackedDevice::StopCopyOnWrite(absl::Duration timeout) {
   if (cow_.load(std::memory_order_acquire) == nullptr) return absl::OkStatus();
   if (absl::Status s = device_->Quiesce(timeout); !s.ok()) return s;

@@ -2,11 +2,12 @@
 // a FileTarget, plus an O_EXCL claim so nobody can mount it behind the proxy's back), its CBT
 // map, and the proxy /dev/ublkbN that applications use.
 //
-// Every WRITE, WRITE_ZEROES and DISCARD on the proxy passes BeforeWrite() on a queue thread
-// before it reaches the origin: there the chunks it touches are preserved for a held snapshot
-// (copy-on-write) and the CBT map is marked. Neither may fail the write: a snapshot that cannot
-// preserve is corrupted instead (CowStore), and a map that cannot be marked is corrupted and
-// reports DataLoss until the next take resets it.
+// Every WRITE, WRITE_ZEROES and DISCARD on the proxy passes BeforeWrite() before it reaches the
+// origin - on its queue thread, or on a preparation thread when a chunk must be copied first
+// (WritePreparer). There the chunks it touches are preserved for a held snapshot (copy-on-write)
+// and the CBT map is marked. Neither may fail the write: a snapshot that cannot preserve is
+// corrupted instead (CowStore), and a map that cannot be marked is corrupted and reports
+// DataLoss until the next take resets it.
 //
 // Snapshot steps (the backend calls them in order, for all devices of a snapshot):
 //   Quiesce()             no write in flight, new ones held
@@ -104,6 +105,9 @@ class TrackedDevice final : private WriteObserver {
         map_(std::move(map)) {}
 
   int BeforeWrite(uint64_t offset, uint64_t length) override;
+  // True while a held snapshot still has to preserve a chunk of the range: the write then waits
+  // for its copy on a preparation thread, not on the queue thread.
+  bool BeforeWriteMayBlock(uint64_t offset, uint64_t length) override;
 
   const OriginDevice origin_;
   const ProxyOptions options_;

@@ -158,6 +158,17 @@ void CowStore::Corrupt(int err) {
   if (MarkCorrupted(err)) FireCallback(error_code());
 }
 
+bool CowStore::NeedsCopy(uint64_t offset, uint64_t length) const {
+  if (length == 0 || offset > capacity_ || length > capacity_ - offset || corrupted()) {
+    return false;
+  }
+  const uint64_t last = (offset + length - 1) / chunk_size_;
+  for (uint64_t index = offset / chunk_size_; index <= last; ++index) {
+    if (state_[index].load(std::memory_order_acquire) < kPreservedBase) return true;
+  }
+  return false;
+}
+
 uint32_t CowStore::Preserve(uint64_t index) {
   std::atomic<uint32_t>& state = state_[index];
   for (;;) {

@@ -18,7 +18,8 @@
 // The store does that itself when a map is attached with AttachCbtMap().
 //
 // Thread safety: every method may be called from any thread, concurrently. The origin write path
-// (ublk queue threads) and the image device (its own queue thread) share one store.
+// (ublk queue threads and the WritePreparer's threads) and the image device (its own queue
+// thread) share one store.
 //
 // Concurrency design. One std::atomic<uint32_t> per chunk holds its state:
 //   kUntouched (0) -> kCopying (1) -> kPreservedBase + slot (slot = storage offset / chunk)
@@ -76,6 +77,11 @@ class CowStore {
   // store becomes corrupted (ENOSPC / the errno), the corruption callback fires once, and OK is
   // returned. OutOfRange (nothing copied) for a range past the capacity; length 0 is a no-op.
   absl::Status PrepareOriginWrite(uint64_t offset, uint64_t length);
+
+  // Whether PrepareOriginWrite(offset, length) would copy (or wait for a copy of) a chunk: some
+  // chunk of the range is not preserved yet and the store is not corrupted. A few atomic loads;
+  // false for a range past the capacity.
+  bool NeedsCopy(uint64_t offset, uint64_t length) const;
 
   // Image side: preserved chunks come from diff storage, the rest from the origin. DataLoss
   // once the store is corrupted (also when it gets corrupted during the read); OutOfRange for a
