@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <system_error>
 #include <utility>
 
 #include "ublk/file_target.h"
@@ -60,7 +61,7 @@ bool WritePreparer::Defer(IoContext& ctx, const IoRequest& request, uint64_t off
   if (!slot->armed && !ArmWakeRead(ctx, *slot)) return false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (threads_.empty()) StartThreadsLocked();
+    if (threads_.empty() && !StartThreadsLocked()) return false;
     jobs_.push_back(Job{ctx.queue_id(), request, offset, length});
     ++deferred_count_;
   }
@@ -83,13 +84,18 @@ std::vector<WritePreparer::Prepared> WritePreparer::TakeFinished(IoContext& ctx)
   return finished;
 }
 
-void WritePreparer::StartThreadsLocked() {
+bool WritePreparer::StartThreadsLocked() {
   // Like the queue threads: no process-directed signal may land here.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (int i = 0; i < kThreads; ++i) threads_.emplace_back([this] { ThreadMain(); });
+  try {
+    for (int i = 0; i < kThreads; ++i) threads_.emplace_back([this] { ThreadMain(); });
+  } catch (const std::system_error&) {
+    // Out of threads: one is enough to run the jobs; with none the queue copies by itself.
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return !threads_.empty();
 }
 
 void WritePreparer::ThreadMain() {

@@ -54,8 +54,8 @@ class WritePreparer {
   WritePreparer(const WritePreparer&) = delete;
   WritePreparer& operator=(const WritePreparer&) = delete;
 
-  // Queue thread. false only when the eventfd cannot be made or the read not armed: then the
-  // caller runs BeforeWrite itself.
+  // Queue thread. false only when the eventfd cannot be made, the read not armed or no thread
+  // started: then the caller runs BeforeWrite itself.
   bool Defer(IoContext& ctx, const IoRequest& request, uint64_t offset, uint64_t length);
   // Queue thread, on the completion of the read armed by Defer (any result).
   std::vector<Prepared> TakeFinished(IoContext& ctx);
@@ -79,7 +79,8 @@ class WritePreparer {
 
   QueueSlot* SlotFor(int queue_id);
   bool ArmWakeRead(IoContext& ctx, QueueSlot& slot);
-  void StartThreadsLocked();
+  // Starts the threads (mu_ held); false when not even one could be started.
+  bool StartThreadsLocked();
   void ThreadMain();
 
   WriteObserver* const observer_;
