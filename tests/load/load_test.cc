@@ -319,6 +319,15 @@ class LoadTest : public ::testing::Test {
   std::string phases_;
 };
 
+// Under AddressSanitizer the daemon (built with the test) keeps freed memory in its quarantine,
+// up to 256 MiB by default: its RSS then grows with the number of calls, not with leaks, so the
+// bound is checked in the normal build only. LeakSanitizer checks the daemon's exit there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRssBoundApplies = false;
+#else
+constexpr bool kRssBoundApplies = true;
+#endif
+
 TEST_F(LoadTest, SixtyFourClientsMixedRpcsWhileWriting) {
   AgentHarness& h = *harness_;
   const int seconds = std::max(1, EnvInt("CBT_LOAD_SECONDS", 30));
@@ -912,7 +921,12 @@ TEST_F(LoadTest, SixtyFourClientsMixedRpcsWhileWriting) {
 
   EXPECT_EQ(total_failures, 0u) << "failed RPCs";
   EXPECT_EQ(total_wrong, 0u) << "RPCs with inconsistent answers";
-  EXPECT_LE(growth_kib, int64_t(rss_bound_kib)) << "RSS grew after the warm-up";
+  if (kRssBoundApplies) {
+    EXPECT_LE(growth_kib, int64_t(rss_bound_kib)) << "RSS grew after the warm-up";
+  } else {
+    std::printf("RSS bound not checked: AddressSanitizer build (freed memory stays in its "
+                "quarantine)\n");
+  }
   for (int d = 0; d < kDevices; ++d) {
     EXPECT_GT(cycles[d].size(), 0u) << DeviceName(d) << ": no snapshot cycle completed";
     EXPECT_GT(writes[d].size(), 0u) << DeviceName(d) << ": no write";
