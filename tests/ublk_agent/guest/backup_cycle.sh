@@ -7,10 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 
 size=$((64 << 20))
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 bs=$(ctlj cbt info "$origin" | jfield '.block_size')
 pattern "$scratch/old" $((8 << 20))
 seq -f 'NEW-DATA-%016g' 0 $(((1 << 20) / 21 + 1)) | head -c $((1 << 20)) > "$scratch/new"
@@ -52,21 +49,12 @@ nap 0.5
 check "image is gone after release" bash -c "! test -e '$image'"
 
 # Incremental: snapshot 2, extents since snapshot 1.
-expected() {  # the written ranges rounded out to CBT blocks, merged: "offset length" lines
-  local w off len
-  for w in "$@"; do
-    read -r off len <<< "$w"
-    echo "$((off / bs * bs)) $(((off + len + bs - 1) / bs * bs - off / bs * bs))"
-  done | sort -n | awk '
-    { if (n && $1 <= o + l) { e = $1 + $2; if (e > o + l) l = e - o } else { if (n) print o, l; o = $1; l = $2; n = 1 } }
-    END { if (n) print o, l }'
-}
 id2=$(snapshot_create 64M "$diff_dir" "$origin")
 check "snapshot 2 ($id2)" test -n "$id2"
 got=$(extents "$origin" "$gen1" "$k1")
-expect_eq "changed extents since snapshot 1 = the written ranges" "$(expected "${writes[@]}")" "$got"
+expect_eq "changed extents since snapshot 1 = the written ranges" "$(block_extents "$bs" "${writes[@]}")" "$got"
 total=$(ctlj cbt extents "$origin" --base-generation "$gen1" --base-changes "$k1" | jq -s -r 'last.changed_bytes')
-want_total=$(expected "${writes[@]}" | awk '{ s += $2 } END { print s }')
+want_total=$(block_extents "$bs" "${writes[@]}" | awk '{ s += $2 } END { print s }')
 expect_eq "changed byte count" "$want_total" "$total"
 read -r gen2 k2 <<< "$(cbt_info "$origin")"
 expect_eq "same generation across snapshots" "$gen1" "$gen2"
@@ -79,7 +67,7 @@ check "release snapshot 2" ctl snapshot release "$id2"
 more=("$((50 << 20)) 4096")
 write_at "$proxy" $((50 << 20)) 4096 "$scratch/new"
 id3=$(snapshot_create 64M "$diff_dir" "$origin")
-expect_eq "extents since snapshot 2 show only the new write" "$(expected "${more[@]}")" \
+expect_eq "extents since snapshot 2 show only the new write" "$(block_extents "$bs" "${more[@]}")" \
   "$(extents "$origin" "$gen2" "$k2")"
 check "release snapshot 3" ctl snapshot release "$id3"
 expect_eq "no snapshot left" "0" "$(ctlj snapshots | jq '.snapshots | length')"

@@ -9,10 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 
 size=$((32 << 20))
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 bs=$(ctlj cbt info "$origin" | jfield '.block_size')
 read -r major minor <<< "$(stat -L -c '%t %T' "$origin")"
 saved_map=$state_dir/cbt-map-$((16#$major))-$((16#$minor)).binpb

@@ -10,10 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 
 size=$((32 << 20)) written=$((16 << 20))
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 
 id=$(snapshot_create 32M "$diff_dir" "$origin")
 check "snapshot held across the crash ($id)" test -n "$id"
@@ -57,11 +54,8 @@ if wait_pid "$fio_pid" 90; then
 else
   fail "fio completes" "still running 90 s after the restart"
 fi
-if got=$(fio_job verify "${job[@]}" --verify_only); then
-  expect_eq "verify-only pass: every block intact (verified)" "$written" "${got#* }"
-else
-  fail "verify-only pass: every block intact" "$got"
-fi
+expect_fio "verify-only pass: every block intact (verified)" \
+  "$written" verify "${job[@]}" --verify_only
 now=$(sum_of "$proxy" 0 $size)
 expect_eq "the origin holds what the proxy shows" "$now" "$(sum_of "$origin" 0 $size)"
 

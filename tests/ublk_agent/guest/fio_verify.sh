@@ -9,10 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 
 size=$((32 << 20))
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 
 # Region A (proxy fio under the snapshot) and region B (image fio) hold a pattern at the take.
 a_off=0 b_off=$((16 << 20)) region=$((8 << 20))
@@ -30,12 +27,8 @@ check "image is a block device ($image)" test -b "$image"
 # Random 4-64 KiB writes over region A: 32 chunks of 256 KiB, each preserved on its first write.
 proxy_job=(--filename="$proxy" --offset=$a_off --size=$region --rw=randwrite --bsrange=4k-64k
            --iodepth=16)
-if got=$(fio_job proxy "${proxy_job[@]}"); then
-  expect_eq "fio randwrite + crc32c verify on the proxy under the snapshot (written, verified)" \
-    "$region $region" "$got"
-else
-  fail "fio randwrite + crc32c verify on the proxy under the snapshot" "$got"
-fi
+expect_fio "fio randwrite + crc32c verify on the proxy under the snapshot (written, verified)" \
+  "$region $region" proxy "${proxy_job[@]}"
 expect_eq "image keeps region A as it was at the take" "$old" "$(sum_of "$image" $a_off $region)"
 used=$(ctlj snapshot get "$id" | jfield '.diff_storage_used_bytes // "0"')
 expect_eq "every chunk of region A preserved once (diff storage used)" "$region" "$used"
@@ -43,41 +36,24 @@ expect_eq "every chunk of region A preserved once (diff storage used)" "$region"
 # The image is writable: fio writes and verifies region B of it.
 image_job=(--filename="$image" --offset=$b_off --size=$region --rw=randwrite --bsrange=4k-64k
            --iodepth=16)
-if got=$(fio_job image "${image_job[@]}"); then
-  expect_eq "fio randwrite + crc32c verify on the image (written, verified)" \
-    "$region $region" "$got"
-else
-  fail "fio randwrite + crc32c verify on the image" "$got"
-fi
+expect_fio "fio randwrite + crc32c verify on the image (written, verified)" \
+  "$region $region" image "${image_job[@]}"
 expect_eq "image writes never reach the origin (region B on the proxy)" "$old" \
   "$(sum_of "$proxy" $b_off $region)"
 expect_eq "... nor on the loop device" "$old" "$(sum_of "$origin" $b_off $region)"
-if got=$(fio_job image_again "${image_job[@]}" --verify_only); then
-  expect_eq "image region B verifies again (verify_only: verified)" "$region" "${got#* }"
-else
-  fail "image region B verifies again (verify_only)" "$got"
-fi
-if got=$(fio_job proxy_again "${proxy_job[@]}" --verify_only); then
-  expect_eq "proxy region A still verifies (verify_only: verified)" "$region" "${got#* }"
-else
-  fail "proxy region A still verifies (verify_only)" "$got"
-fi
+expect_fio "image region B verifies again (verify_only: verified)" \
+  "$region" image_again "${image_job[@]}" --verify_only
+expect_fio "proxy region A still verifies (verify_only: verified)" \
+  "$region" proxy_again "${proxy_job[@]}" --verify_only
 expect_eq "snapshot not corrupted" "SNAPSHOT_STATE_ACTIVE" "$(ctlj snapshot get "$id" | jfield '.state')"
 check "release" ctl snapshot release "$id"
 
 # Without a snapshot: sequential write then verify over both regions, through the proxy.
 after_job=(--offset=0 --size=$((24 << 20)) --rw=write --bs=128k --iodepth=8)
-if got=$(fio_job after --filename="$proxy" "${after_job[@]}"); then
-  expect_eq "after release: fio write + verify on the proxy (written, verified)" \
-    "$((24 << 20)) $((24 << 20))" "$got"
-else
-  fail "after release: fio write + verify on the proxy" "$got"
-fi
-if got=$(fio_job after_origin --filename="$origin" "${after_job[@]}" --verify_only); then
-  expect_eq "the origin loop device verifies too (verify_only: verified)" "$((24 << 20))" "${got#* }"
-else
-  fail "the origin loop device verifies too (verify_only)" "$got"
-fi
+expect_fio "after release: fio write + verify on the proxy (written, verified)" \
+  "$((24 << 20)) $((24 << 20))" after --filename="$proxy" "${after_job[@]}"
+expect_fio "the origin loop device verifies too (verify_only: verified)" \
+  "$((24 << 20))" after_origin --filename="$origin" "${after_job[@]}" --verify_only
 check "detach" ctl detach "$origin"
 if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
 finish

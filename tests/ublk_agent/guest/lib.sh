@@ -26,6 +26,8 @@ cleanup() {
     kill -TERM "$agent_pid" 2>/dev/null
     wait_pid "$agent_pid" 30 || kill -KILL "$agent_pid" 2>/dev/null
   fi
+  # make_loop runs in command substitutions, so it lists its devices in a file, not in loops.
+  [ -f "$scratch/loops" ] && mapfile -t -O "${#loops[@]}" loops < "$scratch/loops"
   for loop in ${loops[@]+"${loops[@]}"}; do losetup -d "$loop" 2>/dev/null; done
   rm -rf "$scratch"
 }
@@ -78,12 +80,22 @@ kill_agent() {
 }
 
 # make_loop NAME SIZE: a loop device over a new file in $scratch (tmpfs); prints /dev/loopN.
+# Detached at exit.
 make_loop() {
   local file=$scratch/$1.img loop
   truncate -s "$2" "$file" || return 1
   loop=$(losetup -f --show "$file") || return 1
-  loops+=("$loop")
+  echo "$loop" >> "$scratch/loops"
   echo "$loop"
+}
+
+# start_tracked SIZE: what most scenarios begin with. A loop device "origin" of SIZE bytes, the
+# agent started, the device attached; sets origin and proxy. A failure ends the scenario.
+start_tracked() {
+  origin=$(make_loop origin "$1") || { fail "loop device"; finish; }
+  if ! start_agent agent; then fail "agent starts"; finish; fi
+  proxy=$(attach "$origin")
+  check "attached as $proxy" test -b "$proxy"
 }
 
 # Field of a JSON reply on stdin (proto field names; 64-bit numbers are JSON strings).
@@ -201,6 +213,19 @@ fio_job() {
     > "$scratch/$name.err" 2>&1 || { fio_failure "$name"; return 1; }
   jq -e '.jobs[0].error == 0' "$scratch/$name.json" > /dev/null || { fio_failure "$name"; return 1; }
   jq -r '.jobs[0] | "\(.write.io_kbytes * 1024) \(.read.io_kbytes * 1024)"' "$scratch/$name.json"
+}
+# expect_fio WHAT WANT NAME FIO-ARGS...: fio_job NAME FIO-ARGS... passes when it prints WANT
+# ("WRITTEN VERIFIED"; for a --verify_only pass, which skips the writes, only "VERIFIED"); a
+# failed fio fails WHAT with fio's messages.
+expect_fio() {
+  local what=$1 want=$2 got
+  shift 2
+  if ! got=$(fio_job "$@"); then
+    fail "$what" "$got"
+    return
+  fi
+  case " $* " in *" --verify_only "*) got=${got#* } ;; esac
+  expect_eq "$what" "$want" "$got"
 }
 # fio_failure NAME: fio's messages and the error in its report, for a FAIL line.
 fio_failure() {

@@ -9,10 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 
 size=$((32 << 20)) chunk=$((256 << 10))
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 
 # put OFFSET LENGTH SOURCE: writes through the proxy and into the expected origin contents.
 truncate -s $size "$scratch/expected"

@@ -13,10 +13,7 @@ region=$((16 << 20))     # fio writes [0, 16 MiB)
 still_off=$((32 << 20))  # nobody writes [32, 40 MiB)
 still_len=$((8 << 20))
 cycles=8
-origin=$(make_loop origin $size) || { fail "loop device"; finish; }
-if ! start_agent agent; then fail "agent starts"; finish; fi
-proxy=$(attach "$origin")
-check "attached as $proxy" test -b "$proxy"
+start_tracked $size
 pattern "$scratch/still" $still_len
 write_at "$proxy" $still_off $still_len "$scratch/still" || fail "pattern into the still region"
 still=$(md5sum < "$scratch/still" | cut -d' ' -f1)
@@ -69,12 +66,9 @@ check "fio ran during the cycles ($npasses passes)" test "$npasses" -ge 2
 fails=$(grep -c '^FAIL' "$scratch/passes.txt" || true)
 expect_eq "every fio pass wrote and verified (failed passes)" 0 "$fails"
 [ "$fails" = 0 ] || fail "fio passes" "$(grep '^FAIL' "$scratch/passes.txt" | head -n 3 | lines)"
-if got=$(fio_job final --filename="$proxy" --offset=0 --size=$region --rw=randwrite \
-           --bsrange=4k-256k --iodepth=16 --randseed=$npasses --verify_only); then
-  expect_eq "the last pass still verifies afterwards (verify_only: verified)" "$region" "${got#* }"
-else
-  fail "the last pass still verifies afterwards (verify_only)" "$got"
-fi
+expect_fio "the last pass still verifies afterwards (verify_only: verified)" \
+  "$region" final --filename="$proxy" --offset=0 --size=$region --rw=randwrite \
+  --bsrange=4k-256k --iodepth=16 --randseed=$npasses --verify_only
 
 # CBT: every block of the fio region changed since the first take (a randwrite pass covers it).
 bs=$(ctlj cbt info "$origin" | jfield '.block_size')
