@@ -311,5 +311,5 @@ for dio in "${configs[@]}"; do
   bench_config "$dio" || true
 done
 echo "load average in the guest at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

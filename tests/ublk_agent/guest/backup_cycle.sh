@@ -72,5 +72,5 @@ expect_eq "extents since snapshot 2 show only the new write" "$(block_extents "$
 check "release snapshot 3" ctl snapshot release "$id3"
 expect_eq "no snapshot left" "0" "$(ctlj snapshots | jq '.snapshots | length')"
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

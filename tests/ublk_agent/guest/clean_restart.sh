@@ -37,7 +37,7 @@ cbt_map_file "$origin" "$scratch/map.before"
 want=$(md5sum < "$scratch/expected" | cut -d' ' -f1)
 expect_eq "proxy holds everything written" "$want" "$(sum_of "$proxy" 0 $size)"
 
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly (SIGTERM)"; else fail "agent stops cleanly (SIGTERM)" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop "agent stops cleanly (SIGTERM)"
 check "agent log: the proxy is left for the next agent" grep -q "$proxy left for the next agent" "$agent_log"
 check "the proxy stays ($proxy)" test -b "$proxy"
 check "the CBT map is saved ($saved_map)" test -s "$saved_map"
@@ -79,5 +79,5 @@ expect_eq "changes number advanced by one" "$gen $((k + 1))" "$(cbt_info "$origi
 expect_eq "its image equals the origin" "$want" "$(sum_of "$(image_of "$id2" "$origin")" 0 $size)"
 check "release it" ctl snapshot release "$id2"
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop2.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop2.out")"; fi
+expect_clean_stop
 finish

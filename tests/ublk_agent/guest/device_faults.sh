@@ -61,5 +61,5 @@ check "its proxy is gone" bash -c "! test -e '$proxy_a'"
 dmsetup remove "$dm" > /dev/null 2>&1
 check "nothing holds the removed device any more (dm device gone)" bash -c "! dmsetup info '$dm' > /dev/null 2>&1"
 expect_eq "trackers left: only the healthy device" "$origin_b" "$(ctlj trackers | jq -r '.trackers[].device')"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

@@ -55,5 +55,5 @@ expect_fio "after release: fio write + verify on the proxy (written, verified)" 
 expect_fio "the origin loop device verifies too (verify_only: verified)" \
   "$((24 << 20))" after_origin --filename="$origin" "${after_job[@]}" --verify_only
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

@@ -82,5 +82,5 @@ expect_eq "image 2 shows the origin (not the old image writes)" "$want" \
   "$(sum_of "$(image_of "$id2" "$origin")" 0 $size)"
 check "release snapshot 2" ctl snapshot release "$id2"
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

@@ -89,6 +89,16 @@ make_loop() {
   echo "$loop"
 }
 
+# expect_clean_stop [WHAT]: stop_agent, as a result line (WHAT: "agent stops cleanly").
+expect_clean_stop() {
+  local what=${1:-agent stops cleanly}
+  if stop_agent > "$scratch/stop.out" 2>&1; then
+    ok "$what"
+  else
+    fail "$what" "$(tail -n 5 "$scratch/stop.out")"
+  fi
+}
+
 # start_tracked SIZE: what most scenarios begin with. A loop device "origin" of SIZE bytes, the
 # agent started, the device attached; sets origin and proxy. A failure ends the scenario.
 start_tracked() {

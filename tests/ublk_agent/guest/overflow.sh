@@ -94,5 +94,5 @@ expect_eq "next snapshot is healthy" "SNAPSHOT_STATE_ACTIVE" "$(ctlj snapshot ge
 expect_eq "its image equals the origin" "$want" "$(sum_of "$(image_of "$id2" "$origin")" 0 $size)"
 check "release it" ctl snapshot release "$id2"
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

@@ -82,5 +82,5 @@ expect_eq "CBT: the still region is not in them" "" \
       '$1 < e && $1 + $2 > s')"
 
 check "detach" ctl detach "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish

@@ -71,5 +71,5 @@ check "detach" ctl detach "$origin"
 nap 0.5
 check "proxy is gone after detach" bash -c "! test -e '$proxy'"
 check "origin is free again: mkfs works" mkfs.ext4 -q "$origin"
-if stop_agent > "$scratch/stop.out" 2>&1; then ok "agent stops cleanly"; else fail "agent stops cleanly" "$(tail -n 5 "$scratch/stop.out")"; fi
+expect_clean_stop
 finish
