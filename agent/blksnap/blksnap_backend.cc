@@ -137,6 +137,7 @@ class BlksnapBackend final : public agent::Backend {
   // Opens the device (O_RDONLY) and reads its capacity.
   absl::StatusOr<std::shared_ptr<Tracked>> OpenDevice(const ResolvedDevice& device);
   std::shared_ptr<Tracked> FindTracker(const std::string& resolved) const;
+  std::shared_ptr<Snapshot> FindSnapshot(const Uuid& id) const;
   // Resolve + FindTracker; NotFound "<device> is not tracked" when the agent does not track it.
   absl::StatusOr<std::shared_ptr<Tracked>> RequireTracker(const std::string& device);
   // Runs `call` with a reference to the device: the tracker's descriptor, or a temporary one.
@@ -170,7 +171,6 @@ class BlksnapBackend final : public agent::Backend {
   absl::StatusOr<std::vector<TrackerState>> ListTrackersLocked();
   absl::StatusOr<SnapshotState> GetSnapshotLocked(const Uuid& id);
   absl::StatusOr<std::vector<SnapshotState>> ListSnapshotsLocked();
-  std::shared_ptr<Snapshot> FindSnapshot(const Uuid& id) const;
   // Stops `watcher` without waiting for it; it is joined once its thread has ended. (ops_mu_)
   void RetireWatcher(std::unique_ptr<EventWatcher> watcher);
   // Drops table entries (and state records) of snapshots the kernel no longer lists.
@@ -260,6 +260,12 @@ std::shared_ptr<Tracked> BlksnapBackend::FindTracker(const std::string& resolved
   std::lock_guard<std::mutex> lock(mu_);
   auto it = trackers_.find(resolved);
   return it == trackers_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Snapshot> BlksnapBackend::FindSnapshot(const Uuid& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = snapshots_.find(id.ToString());
+  return it == snapshots_.end() ? nullptr : it->second;
 }
 
 absl::StatusOr<std::shared_ptr<Tracked>> BlksnapBackend::RequireTracker(const std::string& device) {
@@ -1086,12 +1092,7 @@ absl::Status BlksnapBackend::ReleaseSnapshot(const Uuid& id) {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
   std::lock_guard<std::mutex> ops(ops_mu_);
   const std::string id_text = id.ToString();
-  std::shared_ptr<Snapshot> snapshot;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = snapshots_.find(id_text);
-    if (it != snapshots_.end()) snapshot = it->second;
-  }
+  std::shared_ptr<Snapshot> snapshot = FindSnapshot(id);
   if (snapshot && snapshot->watcher) snapshot->watcher->set_expect_gone(true);
   const int err = control_->Destroy(id);
   const bool gone = err == ENODEV || err == ENOENT || err == ESRCH;
@@ -1123,12 +1124,6 @@ absl::Status BlksnapBackend::ReleaseSnapshot(const Uuid& id) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<Snapshot> BlksnapBackend::FindSnapshot(const Uuid& id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = snapshots_.find(id.ToString());
-  return it == snapshots_.end() ? nullptr : it->second;
-}
-
 absl::StatusOr<SnapshotState> BlksnapBackend::GetSnapshot(const Uuid& id) {
   if (absl::Status status = CheckRunning(); !status.ok()) return status;
   absl::StatusOr<std::vector<Uuid>> listed = Collect();
@@ -1153,12 +1148,7 @@ absl::StatusOr<SnapshotState> BlksnapBackend::GetSnapshotLocked(const Uuid& id) 
   if (std::find(listed->begin(), listed->end(), id) == listed->end()) {
     return absl::NotFoundError(absl::StrCat("snapshot ", id.ToString(), " not found"));
   }
-  std::shared_ptr<Snapshot> snapshot;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = snapshots_.find(id.ToString());
-    if (it != snapshots_.end()) snapshot = it->second;
-  }
+  std::shared_ptr<Snapshot> snapshot = FindSnapshot(id);
   return snapshot ? DescribeSnapshot(*snapshot) : UnknownSnapshot(id);
 }
 
@@ -1193,12 +1183,7 @@ absl::StatusOr<std::vector<SnapshotState>> BlksnapBackend::ListSnapshotsLocked()
   DropVanishedSnapshots(*listed);
   std::vector<SnapshotState> states;
   for (const Uuid& id : *listed) {
-    std::shared_ptr<Snapshot> snapshot;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = snapshots_.find(id.ToString());
-      if (it != snapshots_.end()) snapshot = it->second;
-    }
+    std::shared_ptr<Snapshot> snapshot = FindSnapshot(id);
     states.push_back(snapshot ? DescribeSnapshot(*snapshot) : UnknownSnapshot(id));
   }
   return states;
